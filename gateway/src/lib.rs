@@ -1,1 +1,11 @@
+//! mixgate's gateway: a Matrix homeserver whose federation is a mixnet.
+//!
+//! Layers, one way: [`api`] (axum handlers, ruma request types, Matrix errors) calls
+//! [`service`] (business logic) which uses the typed stores of the `storage` crate.
 
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod serve;
+pub mod service;

@@ -1,1 +1,172 @@
-fn main() {}
+//! The `mixgate` binary: one executable for every role.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gateway::config::{GatewayConfig, RegistrationMode};
+
+/// mixgate: a Matrix homeserver gateway over a mixnet.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by commands that open a gateway.
+#[derive(clap::Args, Clone)]
+struct GatewayArgs {
+    /// Config file (TOML); without it, embedded defaults are used.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address for the client-server API (overrides the file).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data folder (overrides the file).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Registration policy (overrides the file).
+    #[arg(long, value_enum)]
+    registration: Option<RegistrationMode>,
+    /// Keep everything in memory only.
+    #[arg(long)]
+    memory_only: bool,
+}
+
+impl GatewayArgs {
+    fn load(&self) -> anyhow::Result<GatewayConfig> {
+        let mut config = match &self.config {
+            Some(file) => GatewayConfig::from_file(file)?,
+            None => GatewayConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(data) = &self.data {
+            config.data_dir = data.clone();
+        }
+        if let Some(mode) = self.registration {
+            config.registration = mode;
+        }
+        if self.memory_only {
+            config.memory_only = true;
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway: the homeserver Matrix clients talk to.
+    Gateway(GatewayArgs),
+    /// Operator tasks on a gateway's data (run while the gateway is stopped).
+    Admin {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        #[command(subcommand)]
+        task: AdminTask,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminTask {
+    /// Create an account.
+    CreateUser {
+        /// Localpart (the part before the colon).
+        username: String,
+        /// Password.
+        #[arg(long)]
+        password: String,
+    },
+    /// Set a new password for an account.
+    ResetPassword {
+        /// Localpart or full user ID.
+        username: String,
+        /// New password.
+        #[arg(long)]
+        password: String,
+    },
+    /// Create a registration token and print it.
+    CreateRegistrationToken {
+        /// How many registrations it allows (default: one).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+}
+
+async fn admin(args: &GatewayArgs, task: AdminTask) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let gw = gateway::service::Gateway::open(config).context("opening the gateway's data")?;
+    match task {
+        AdminTask::CreateUser { username, password } => {
+            let user =
+                gateway::service::users::Users::validate_localpart(&username, gw.server_name())
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            gw.users
+                .create(&user, Some(&password))
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            println!("{user}");
+        }
+        AdminTask::ResetPassword { username, password } => {
+            let local = username
+                .trim_start_matches('@')
+                .split(':')
+                .next()
+                .unwrap_or_default();
+            let user = gateway::service::users::Users::validate_localpart(local, gw.server_name())
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            gw.users
+                .set_password(&user, &password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            println!("password of {user} changed");
+        }
+        AdminTask::CreateRegistrationToken { uses } => {
+            let token = gw
+                .users
+                .create_registration_token(Some(uses), None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            println!("{token}");
+        }
+    }
+    gw.db.flush_blocking()?;
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Gateway(args) => {
+            let config = args.load()?;
+            gateway::serve::run(config).await
+        }
+        Command::Admin { gateway, task } => admin(&gateway, task).await,
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sled=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mixgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mixgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

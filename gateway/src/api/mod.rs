@@ -1,0 +1,62 @@
+//! The client-server API: routes, extractors and handlers.
+
+mod account;
+mod extract;
+mod versions;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::DefaultBodyLimit,
+    handler::Handler,
+    routing::{on, MethodFilter},
+    Router,
+};
+use ruma::api::{path_builder::PathBuilder, IncomingRequest};
+use tower_http::cors::{Any, CorsLayer};
+
+pub use extract::{access_token, authenticate, Caller, Ruma, RumaResponse, RumaResult};
+
+use crate::{error::ApiError, service::Gateway};
+
+/// Registers `handler` on every path (r0, v3, unstable, ...) of the ruma endpoint `Req`.
+pub(crate) fn add<Req, H, T>(router: Router<Arc<Gateway>>, handler: H) -> Router<Arc<Gateway>>
+where
+    Req: IncomingRequest,
+    H: Handler<T, Arc<Gateway>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+    let mut router = router;
+    for path in Req::PATH_BUILDER.all_paths() {
+        router = router.route(path, on(filter, handler.clone()));
+    }
+    router
+}
+
+async fn unrecognized() -> ApiError {
+    ApiError::unrecognized("Unrecognized request")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed("Method not allowed on this endpoint")
+}
+
+/// The whole client-server API of `gw`.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let max_body = gw.config.max_request_bytes;
+    let mut r = Router::new();
+    r = versions::routes(r);
+    r = account::routes(r);
+    r.fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods(Any)
+                .allow_headers(Any)
+                .max_age(std::time::Duration::from_secs(86400)),
+        )
+        .with_state(gw)
+}

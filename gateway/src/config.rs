@@ -1,0 +1,187 @@
+//! Gateway configuration: a TOML file, command-line overrides, and embedded defaults.
+//!
+//! Every error names the file, the key and what was expected (see [`ConfigError`]).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// Who may create accounts through `/register`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone may register (local demo, tests).
+    Open,
+    /// Registration needs a token made by `mixgate admin create-registration-token`.
+    Token,
+    /// Nobody may register; operators create accounts with `mixgate admin create-user`.
+    Closed,
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address the client-server API listens on.
+    pub listen: SocketAddr,
+    /// Folder for the database and the identity key.
+    pub data_dir: PathBuf,
+    /// Keep everything in memory only (no disk traces; everything is lost on exit).
+    pub memory_only: bool,
+    /// A human server name for a purely local gateway; by default the name is derived from the
+    /// gateway's key.
+    pub server_name: Option<String>,
+    /// Registration policy.
+    pub registration: RegistrationMode,
+    /// Largest request body accepted, in bytes (media uploads included).
+    pub max_request_bytes: usize,
+    /// Largest media upload, in bytes.
+    pub max_upload_bytes: usize,
+    /// Login and registration attempts allowed per client address per minute.
+    pub auth_attempts_per_minute: u32,
+    /// Whether presence is tracked and shared (off: it leaks who is online).
+    pub presence: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            data_dir: PathBuf::from("mixgate-data"),
+            memory_only: false,
+            server_name: None,
+            registration: RegistrationMode::Token,
+            max_request_bytes: 60 * 1024 * 1024,
+            max_upload_bytes: 50 * 1024 * 1024,
+            auth_attempts_per_minute: 30,
+            presence: false,
+        }
+    }
+}
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read config file: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key has a bad value or the TOML is malformed.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, which names the key and the expected type.
+        message: String,
+    },
+    /// A key parsed but its value is not acceptable.
+    #[error("{file}: key `{key}`: expected {expected}, found {found}")]
+    Invalid {
+        /// The file (or `<command line>`).
+        file: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What was expected.
+        expected: &'static str,
+        /// What was found.
+        found: String,
+    },
+}
+
+impl GatewayConfig {
+    /// Reads `file`, with defaults for every key it leaves out.
+    pub fn from_file(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, file)
+    }
+
+    /// Parses TOML text; `file` is only used in error messages.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, expected, found: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            expected,
+            found,
+        };
+        if self.max_upload_bytes == 0 {
+            return Err(invalid(
+                "max_upload_bytes",
+                "a positive number of bytes",
+                "0".into(),
+            ));
+        }
+        if self.max_request_bytes < 64 * 1024 {
+            return Err(invalid(
+                "max_request_bytes",
+                "at least 65536 bytes",
+                self.max_request_bytes.to_string(),
+            ));
+        }
+        if self.auth_attempts_per_minute == 0 {
+            return Err(invalid(
+                "auth_attempts_per_minute",
+                "at least 1",
+                "0".into(),
+            ));
+        }
+        if let Some(name) = &self.server_name {
+            if ruma::ServerName::parse(name).is_err() {
+                return Err(invalid(
+                    "server_name",
+                    "a valid Matrix server name",
+                    name.clone(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = GatewayConfig::from_toml("", Path::new("g.toml")).expect("parse");
+        assert_eq!(c.registration, RegistrationMode::Token);
+        assert_eq!(c.listen.port(), 8008);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let err = GatewayConfig::from_toml("registration = \"maybe\"", Path::new("g.toml"))
+            .expect_err("bad value");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("g.toml") && msg.contains("registration"),
+            "{msg}"
+        );
+        let err = GatewayConfig::from_toml("lisen = \"x\"", Path::new("g.toml"))
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("lisen"));
+        let err = GatewayConfig::from_toml("max_upload_bytes = 0", Path::new("g.toml"))
+            .expect_err("zero");
+        assert!(err.to_string().contains("max_upload_bytes"));
+    }
+}

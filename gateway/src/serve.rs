@@ -1,0 +1,59 @@
+//! Running a gateway: open storage, bind, serve until Ctrl-C.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+
+use crate::{config::GatewayConfig, service::Gateway};
+
+/// A gateway serving on a bound socket.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// The gateway's services.
+    pub gateway: Arc<Gateway>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops serving.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// Opens the gateway and starts serving in the background.
+pub async fn start(config: GatewayConfig) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let gateway = Gateway::open(config).context("opening the gateway")?;
+    let app =
+        crate::api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Running {
+        addr,
+        gateway,
+        task,
+    })
+}
+
+/// Runs a gateway until Ctrl-C.
+pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    tracing::info!(
+        addr = %running.addr,
+        server_name = %running.gateway.server_name(),
+        registration = ?running.gateway.config.registration,
+        "gateway ready: point a Matrix client at http://{}",
+        running.addr
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    running.abort();
+    running.gateway.db.flush().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

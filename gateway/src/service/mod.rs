@@ -1,0 +1,95 @@
+//! The gateway's services: business logic over typed stores, shared by the API handlers.
+//!
+//! [`Gateway`] owns one instance of each service; handlers get it as axum state. Nothing here
+//! is global: tests run several gateways in one process.
+
+pub mod ratelimit;
+pub mod rooms;
+pub mod stream;
+pub mod uiaa;
+pub mod users;
+
+use std::sync::Arc;
+
+use storage::Db;
+
+use crate::{config::GatewayConfig, identity::Identity};
+
+/// Everything a running gateway holds.
+pub struct Gateway {
+    /// The configuration it was started with.
+    pub config: GatewayConfig,
+    /// Its signing key and server name.
+    pub identity: Arc<Identity>,
+    /// The database.
+    pub db: Db,
+    /// The global stream of syncable changes.
+    pub stream: Arc<Stream>,
+    /// Accounts and devices.
+    pub users: users::Users,
+    /// Rooms and events.
+    pub rooms: rooms::Rooms,
+    /// Limits login and registration attempts per address.
+    pub auth_limiter: ratelimit::RateLimiter,
+}
+
+pub use stream::Stream;
+
+/// Failures while opening a gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The identity key could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// The database could not be opened.
+    #[error("database in {dir}: {source}")]
+    Storage {
+        /// The data folder.
+        dir: String,
+        /// Why.
+        source: storage::Error,
+    },
+}
+
+impl Gateway {
+    /// Opens the gateway's storage and identity as configured.
+    pub fn open(config: GatewayConfig) -> Result<Arc<Self>, OpenError> {
+        let dir = config.data_dir.display().to_string();
+        let storage_err = |source| OpenError::Storage {
+            dir: dir.clone(),
+            source,
+        };
+        let (db, identity) = if config.memory_only {
+            (
+                Db::memory().map_err(storage_err)?,
+                Identity::generate(config.server_name.as_deref())?,
+            )
+        } else {
+            let identity =
+                Identity::load_or_create(&config.data_dir, config.server_name.as_deref())?;
+            (
+                Db::open(&config.data_dir.join("db")).map_err(storage_err)?,
+                identity,
+            )
+        };
+        let identity = Arc::new(identity);
+        let stream = Arc::new(Stream::open(db.clone()).map_err(storage_err)?);
+        Ok(Arc::new(Self {
+            users: users::Users::new(db.clone()),
+            rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
+            auth_limiter: ratelimit::RateLimiter::new(
+                config.auth_attempts_per_minute,
+                std::time::Duration::from_secs(60),
+            ),
+            config,
+            identity,
+            db,
+            stream,
+        }))
+    }
+
+    /// The server name.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        self.identity.server_name()
+    }
+}
