@@ -2,6 +2,9 @@
 
 mod account;
 mod extract;
+mod message;
+mod rooms;
+mod sync;
 mod versions;
 
 use std::sync::Arc;
@@ -34,6 +37,15 @@ where
     router
 }
 
+/// A stored filter of `user` by id (the filter store lands with the account-data service).
+pub(crate) fn filter_by_id(
+    _gw: &Gateway,
+    _user: &ruma::UserId,
+    _id: &str,
+) -> crate::error::ApiResult<Option<serde_json::Value>> {
+    Ok(None)
+}
+
 async fn unrecognized() -> ApiError {
     ApiError::unrecognized("Unrecognized request")
 }
@@ -48,6 +60,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let mut r = Router::new();
     r = versions::routes(r);
     r = account::routes(r);
+    r = rooms::routes(r);
+    r = message::routes(r);
+    r = sync::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

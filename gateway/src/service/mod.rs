@@ -3,9 +3,12 @@
 //! [`Gateway`] owns one instance of each service; handlers get it as axum state. Nothing here
 //! is global: tests run several gateways in one process.
 
+pub mod ephemeral;
+pub mod filter;
 pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
+pub mod sync;
 pub mod uiaa;
 pub mod users;
 
@@ -29,6 +32,8 @@ pub struct Gateway {
     pub users: users::Users,
     /// Rooms and events.
     pub rooms: rooms::Rooms,
+    /// Typing notifications and receipts.
+    pub ephemeral: Arc<ephemeral::Ephemeral>,
     /// Limits login and registration attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
 }
@@ -77,6 +82,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             users: users::Users::new(db.clone()),
             rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
+            ephemeral: Arc::new(ephemeral::Ephemeral::new(db.clone(), stream.clone())),
             auth_limiter: ratelimit::RateLimiter::new(
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),
