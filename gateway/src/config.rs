@@ -192,7 +192,10 @@ mod example_tests {
 
     #[test]
     fn example_config_parses_to_defaults() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/gateway.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/gateway.toml"
+        ));
         let c = GatewayConfig::from_file(path).expect("example config parses");
         let d = GatewayConfig::default();
         assert_eq!(c.listen, d.listen);
