@@ -5,7 +5,11 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+mod counters;
+
+pub mod client;
 pub mod directory;
 pub mod link;
+pub mod node;
 pub mod packet;
 pub mod util;

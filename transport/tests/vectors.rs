@@ -74,12 +74,10 @@ fn trace(keys: &[SecretKey], packet: &[u8]) -> (Value, Delivered) {
 fn forward_vector() -> Value {
     let (keys, route) = route(5);
     let eph: Vec<SecretKey> = (0..5).map(|i| SecretKey::from_bytes(key(50 + i))).collect();
-    let (ack, _) =
-        create_surb_with(&route, &[0xaa; 16], &eph, [0xa1; 16], key(60), key(61)).unwrap();
+    let (ack, _) = create_surb_with(&route, &[0xaa; 16], &eph, [0xa1; 16], key(60)).unwrap();
     let recipient = SecretKey::from_bytes(key(70));
     let secrets = ForwardSecrets {
         hops: (0..5).map(|i| SecretKey::from_bytes(key(80 + i))).collect(),
-        recipient: SecretKey::from_bytes(key(90)),
         surb_id: [0xb2; 16],
     };
     let body = b"mixgate test vector v1: forward packet, five hops, with SURB-ACK".to_vec();
@@ -101,7 +99,6 @@ fn forward_vector() -> Value {
         "mailbox": HEX.encode(&[0xbb; 16]),
         "ephemerals": secrets.hops.iter().map(|k| HEX.encode(&k.to_bytes())).collect::<Vec<_>>(),
         "recipient_secret": HEX.encode(&recipient.to_bytes()),
-        "recipient_ephemeral": HEX.encode(&secrets.recipient.to_bytes()),
         "surb_id": HEX.encode(&secrets.surb_id),
         "ack_surb": HEX.encode(&ack.to_bytes()),
         "body": HEX.encode(&body),
@@ -116,8 +113,7 @@ fn reply_vector() -> Value {
     let eph: Vec<SecretKey> = (0..4)
         .map(|i| SecretKey::from_bytes(key(100 + i)))
         .collect();
-    let (surb, secret) =
-        create_surb_with(&route, &[0xcc; 16], &eph, [0xc1; 16], key(110), key(111)).unwrap();
+    let (surb, secret) = create_surb_with(&route, &[0xcc; 16], &eph, [0xc1; 16], key(110)).unwrap();
     let body = b"mixgate test vector v1: reply on a SURB".to_vec();
     let surb_bytes = surb.to_bytes();
     let (_, p) = surb.into_packet(&body).unwrap();
@@ -131,7 +127,6 @@ fn reply_vector() -> Value {
         "ephemerals": eph.iter().map(|k| HEX.encode(&k.to_bytes())).collect::<Vec<_>>(),
         "surb_id": HEX.encode(&[0xc1; 16]),
         "payload_seed": HEX.encode(&key(110)),
-        "filler_alpha": HEX.encode(&key(111)),
         "surb": HEX.encode(&surb_bytes),
         "body": HEX.encode(&body),
         "packet": HEX.encode(p.as_bytes()),

@@ -329,3 +329,11 @@ impl SignedRegistration {
         Ok(reg)
     }
 }
+
+/// The mailbox id of a gateway at its provider, derived from its link key (so only the
+/// holder of that key can poll it).
+pub fn mailbox_id(link_key: &[u8; 32]) -> crate::packet::MailboxId {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&blake3::derive_key("mixgate mailbox id v1", link_key)[..16]);
+    id
+}

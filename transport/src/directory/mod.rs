@@ -2,7 +2,7 @@
 //! traffic parameters; the authority service; registration and fetching.
 
 mod document;
-mod hexser;
+pub mod hexser;
 mod server;
 
 pub use document::*;

@@ -27,14 +27,17 @@ pub struct SecretKey {
 impl SecretKey {
     /// Builds a key from 32 secret bytes (clamping happens inside X25519).
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(bytes));
-        // X25519 accepts every 32-byte string as a secret key, so parsing cannot fail.
+        // X25519 accepts every 32-byte string as a secret key, so parsing cannot fail; parsing
+        // also computes the public key (one fixed-base multiplication).
         #[allow(clippy::expect_used)]
         let parsed = PrivateKey::from_private_key(&X25519, &bytes).expect("x25519 secret");
+        let mut public = [0u8; KEY_LEN];
+        #[allow(clippy::expect_used)]
+        public.copy_from_slice(parsed.compute_public_key().expect("x25519 public").as_ref());
         Self {
             bytes,
             parsed,
-            public: public.to_bytes(),
+            public,
         }
     }
 

@@ -41,8 +41,6 @@ pub enum RoutingCommand {
         flags: u8,
         /// Identifier the recipient uses to find the reply-block secrets (random otherwise).
         surb_id: [u8; ID_LEN],
-        /// Ephemeral key for the recipient's end-to-end payload layer (random for replies).
-        recipient_alpha: [u8; KEY_LEN],
     },
 }
 
@@ -67,13 +65,11 @@ impl RoutingCommand {
                 mailbox,
                 flags,
                 surb_id,
-                recipient_alpha,
             } => {
                 b[0] = CMD_DELIVER;
                 b[1..17].copy_from_slice(mailbox);
                 b[17] = *flags;
                 b[21..37].copy_from_slice(surb_id);
-                b[37..69].copy_from_slice(recipient_alpha);
             }
         }
         b
@@ -102,14 +98,16 @@ impl RoutingCommand {
                 mac: id(53..69),
             }),
             CMD_DELIVER => {
-                if b[18..21] != [0, 0, 0] || b[17] & !FLAG_ACK != 0 {
+                if b[18..21] != [0, 0, 0]
+                    || b[17] & !FLAG_ACK != 0
+                    || b[37..HOP_LEN].iter().any(|x| *x != 0)
+                {
                     return Err(PacketError::BadRouting);
                 }
                 Ok(RoutingCommand::Deliver {
                     mailbox: id(1..17),
                     flags: b[17],
                     surb_id: id(21..37),
-                    recipient_alpha: key(37..69),
                 })
             }
             _ => Err(PacketError::BadRouting),

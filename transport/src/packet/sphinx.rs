@@ -77,7 +77,7 @@ pub struct Delivered {
     pub flags: u8,
     /// Reply-block id (random for forward packets).
     pub surb_id: [u8; ID_LEN],
-    /// Ephemeral key for the recipient's end-to-end layer.
+    /// The last hop's ephemeral key, which the recipient's end-to-end layer reuses.
     pub recipient_alpha: [u8; KEY_LEN],
     /// The payload after the last hop's layer.
     pub payload: Box<[u8; PAYLOAD_SIZE]>,
@@ -228,10 +228,8 @@ pub(crate) fn build_header(
 
 /// Explicit randomness for building a forward packet (used by test vectors).
 pub struct ForwardSecrets {
-    /// One ephemeral key per hop.
+    /// One ephemeral key per hop (the last one also keys the recipient's layer).
     pub hops: Vec<SecretKey>,
-    /// Ephemeral key for the recipient's end-to-end layer.
-    pub recipient: SecretKey,
     /// The random id placed in the deliver command.
     pub surb_id: [u8; ID_LEN],
 }
@@ -245,14 +243,9 @@ impl ForwardSecrets {
             SecretKey::from_bytes(b)
         };
         let hops = (0..n).map(|_| key(rng)).collect();
-        let recipient = key(rng);
         let mut surb_id = [0u8; ID_LEN];
         rng.fill_bytes(&mut surb_id);
-        ForwardSecrets {
-            hops,
-            recipient,
-            surb_id,
-        }
+        ForwardSecrets { hops, surb_id }
     }
 }
 
@@ -273,7 +266,6 @@ pub fn create_forward_with(
         mailbox: *mailbox,
         flags: if ack.is_some() { FLAG_ACK } else { 0 },
         surb_id: secrets.surb_id,
-        recipient_alpha: secrets.recipient.public(),
     };
     let (header, keys) = build_header(route, &last, &secrets.hops)?;
     let mut payload = [0u8; PAYLOAD_SIZE];
@@ -282,8 +274,10 @@ pub fn create_forward_with(
     }
     let e2e = &mut payload[ZERO_LEN + SURB_SIZE..];
     e2e[ZERO_LEN..ZERO_LEN + body.len()].copy_from_slice(body);
-    let s = secrets.recipient.dh(recipient)?;
-    let rk = HopKeys::derive(&s, &secrets.recipient.public(), recipient);
+    // The recipient's layer reuses the last hop's ephemeral (one key, two recipients).
+    let last_eph = &secrets.hops[route.len() - 1];
+    let s = last_eph.dh(recipient)?;
+    let rk = HopKeys::derive(&s, &last_eph.public(), recipient);
     lioness::encrypt(&rk.payload, e2e);
     for k in keys.iter().rev() {
         lioness::encrypt(&k.payload, &mut payload);
@@ -363,13 +357,12 @@ pub fn process(
             mailbox,
             flags,
             surb_id,
-            recipient_alpha,
         } => Ok(Processed::Deliver {
             mailbox,
             delivered: Delivered {
                 flags,
                 surb_id,
-                recipient_alpha,
+                recipient_alpha: alpha,
                 payload,
             },
         }),

@@ -2,7 +2,7 @@
 
 use rand::{CryptoRng, RngCore};
 
-use super::crypto::{ct_eq, HopKeys, SecretKey, KEY_LEN};
+use super::crypto::{ct_eq, HopKeys, SecretKey};
 use super::lioness;
 use super::routing::{MailboxId, NodeId, RoutingCommand, ID_LEN};
 use super::sphinx::{
@@ -120,13 +120,11 @@ pub fn create_surb_with(
     eph: &[SecretKey],
     id: [u8; ID_LEN],
     seed: [u8; 32],
-    filler_alpha: [u8; KEY_LEN],
 ) -> Result<(Surb, SurbSecret), PacketError> {
     let last = RoutingCommand::Deliver {
         mailbox: *mailbox,
         flags: 0,
         surb_id: id,
-        recipient_alpha: filler_alpha,
     };
     let (header, keys) = build_header(route, &last, eph)?;
     let surb = Surb {
@@ -159,8 +157,5 @@ pub fn create_surb<R: RngCore + CryptoRng>(
     rng.fill_bytes(&mut id);
     let mut seed = [0u8; 32];
     rng.fill_bytes(&mut seed);
-    let mut filler = [0u8; KEY_LEN];
-    rng.fill_bytes(&mut filler);
-    filler[31] &= 0x7f;
-    create_surb_with(route, mailbox, &eph, id, seed, filler)
+    create_surb_with(route, mailbox, &eph, id, seed)
 }
