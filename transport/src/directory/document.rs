@@ -99,13 +99,43 @@ pub struct TrafficParams {
 impl Default for TrafficParams {
     fn default() -> Self {
         TrafficParams {
-            lambda_per_s: 10.0,
-            loop_per_s: 1.0,
-            mix_loop_per_s: 2.0,
+            lambda_per_s: 4.0,
+            loop_per_s: 0.5,
+            mix_loop_per_s: 1.0,
             mu_ms: 50.0,
             packet_size: PACKET_SIZE as u32,
-            poll_per_s: 1.0,
+            poll_per_s: 2.0,
             poll_batch: 8,
+        }
+    }
+}
+
+impl TrafficParams {
+    /// Packets per second that come back to an idle client's mailbox: every cover packet and
+    /// every loop returns together with its acknowledgement.
+    pub fn idle_return_rate(&self) -> f64 {
+        2.0 * (self.lambda_per_s + self.loop_per_s)
+    }
+
+    /// Packets per second a client can drain from its mailbox.
+    pub fn poll_capacity(&self) -> f64 {
+        self.poll_per_s * f64::from(self.poll_batch)
+    }
+
+    /// Refuses parameters under which a client's own cover would fill its mailbox faster
+    /// than it polls it (messages would then wait behind an ever-growing queue).
+    pub fn check(&self) -> Result<(), DirectoryError> {
+        let ok = self.lambda_per_s > 0.0
+            && self.loop_per_s >= 0.0
+            && self.mu_ms >= 0.0
+            && self.poll_per_s > 0.0
+            && self.poll_capacity() >= 1.25 * self.idle_return_rate();
+        if ok {
+            Ok(())
+        } else {
+            Err(DirectoryError::Malformed(
+                "traffic parameters: poll capacity must exceed 1.25 × 2(λ + loop)".into(),
+            ))
         }
     }
 }
@@ -237,6 +267,7 @@ impl SignedDocument {
         if doc.version != DOCUMENT_VERSION {
             return Err(DirectoryError::WrongVersion(doc.version));
         }
+        doc.params.check()?;
         if doc.params.packet_size as usize != PACKET_SIZE {
             return Err(DirectoryError::Malformed(
                 "packet size differs from this build".into(),

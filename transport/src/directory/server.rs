@@ -77,6 +77,9 @@ pub struct DirectoryServer {
 impl DirectoryServer {
     /// Binds the listener.
     pub async fn bind(cfg: DirectoryConfig) -> std::io::Result<Self> {
+        cfg.params
+            .check()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = TcpListener::bind(cfg.listen).await?;
         let key = SigningKey::from_bytes(&cfg.authority_seed);
         Ok(DirectoryServer {

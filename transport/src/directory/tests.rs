@@ -96,3 +96,14 @@ async fn serve_register_fetch() {
     assert!(stats.refused.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     h.abort();
 }
+
+#[test]
+fn default_params_drain_their_own_cover() {
+    assert!(TrafficParams::default().check().is_ok());
+    let bad = TrafficParams {
+        poll_per_s: 1.0,
+        poll_batch: 4,
+        ..TrafficParams::default()
+    };
+    assert!(bad.check().is_err());
+}
