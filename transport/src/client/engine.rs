@@ -18,7 +18,7 @@ use super::{
     Address, ClientConfig, ClientError, ClientStats, OutboxEntry, Outcome, Received, ReplyToken,
     SendHandle,
 };
-use crate::directory::{fetch_document, mailbox_id, Document, Role};
+use crate::directory::{fetch_document, mailbox_id, DirectoryError, Document, Role};
 use crate::link::{connect, Frame, FrameKind, LinkKeypair, LinkReceiver};
 use crate::packet::{
     create_forward, create_surb, Delivered, MailboxId, NodeId, Packet, RouteHop, SecretKey, Surb,
@@ -112,6 +112,11 @@ impl Engine {
                 Ok(d) if complete_topology(&d, cfg.provider) => break d,
                 Ok(_) if Instant::now() > deadline => {
                     return Err(ClientError::Topology("incomplete"))
+                }
+                // A forged, expired or foreign document is refused at once; only an
+                // unreachable directory or an incomplete topology is worth waiting for.
+                Err(ClientError::Directory(e)) if !matches!(e, DirectoryError::Io(_)) => {
+                    return Err(ClientError::Directory(e))
                 }
                 Err(e) if Instant::now() > deadline => return Err(e),
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -667,8 +672,18 @@ async fn refresh(e: Arc<Engine>) {
             Ok(d) if complete_topology(&d, Some(e.address.provider)) => {
                 *e.doc.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d);
             }
-            Ok(_) => warn!("directory document lacks a complete topology; keeping the old one"),
-            Err(err) => debug!("directory refresh failed: {err}"),
+            Ok(_) => {
+                ClientStats::inc(&e.stats.bad_documents);
+                warn!("directory document lacks a complete topology; keeping the old one");
+            }
+            Err(err) => {
+                if matches!(err, ClientError::Directory(DirectoryError::Io(_))) {
+                    debug!("directory refresh failed: {err}");
+                } else {
+                    ClientStats::inc(&e.stats.bad_documents);
+                    warn!("directory document refused: {err}");
+                }
+            }
         }
     }
 }

@@ -31,5 +31,7 @@ crate::counters!(
         dropped_bad,
         /// Link reconnections.
         reconnects,
+        /// Directory documents refused (forged, expired, incomplete).
+        bad_documents,
     }
 );

@@ -84,3 +84,42 @@ impl EpochKeys {
         Err(last)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::packet::{create_forward, RouteHop};
+
+    fn packet_for(public: [u8; 32]) -> Vec<u8> {
+        let route = [RouteHop {
+            id: [1; 16],
+            public,
+            delay_us: 0,
+        }];
+        let r = SecretKey::random().public();
+        create_forward(&mut rand::thread_rng(), &route, &[2; 16], &r, None, b"x")
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn rotation_keeps_grace_key_then_forgets_it() {
+        let k = EpochKeys::new(10, 1000);
+        let p10 = packet_for(k.public(10).unwrap());
+        let p11 = packet_for(k.public(11).unwrap());
+        assert!(k.process(10, &p10).is_ok());
+        assert_eq!(k.process(10, &p10).unwrap_err(), PacketError::Replay);
+        // Next epoch: the old key still works for packets in flight (grace), new ones too.
+        k.rotate(11);
+        assert!(k.process(11, &p11).is_ok());
+        assert_eq!(k.process(11, &p10).unwrap_err(), PacketError::Replay);
+        assert!(k.public(12).is_some());
+        // Two epochs later the key and its replay filter are gone: old packets cannot be processed.
+        k.rotate(12);
+        k.rotate(13);
+        assert!(k.public(10).is_none());
+        assert_eq!(k.process(13, &p10).unwrap_err(), PacketError::BadMac);
+    }
+}

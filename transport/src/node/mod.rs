@@ -300,7 +300,10 @@ async fn directory_loop(inner: Arc<Inner>) {
                     }
                     inner.doc_tx.send_replace(Some(Arc::new(d)));
                 }
-                Err(e) => warn!("directory document refused: {e}"),
+                Err(e) => {
+                    NodeStats::inc(&inner.stats.bad_documents);
+                    warn!("directory document refused: {e}");
+                }
             },
             Err(e) => debug!("directory fetch failed: {e}"),
         }

@@ -37,5 +37,7 @@ crate::counters!(
         links_refused,
         /// Links that ended with an error (garbage, stall, reset).
         link_errors,
+        /// Directory documents refused (forged, expired, wrong version or parameters).
+        bad_documents,
     }
 );
