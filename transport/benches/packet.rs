@@ -14,11 +14,13 @@ use std::hint::black_box;
 use std::time::Duration;
 use transport::packet::*;
 
-const HOPS: usize = 5;
+/// A client's real route: three mix layers and the recipient's provider (the sender's own
+/// provider relays submitted packets without a layer). Nym's real routes are also 4 hops.
+const HOPS: usize = 4;
 const NYM_PAYLOAD: usize = 2048 + 17;
 
-fn our_route() -> (Vec<SecretKey>, Vec<RouteHop>) {
-    let keys: Vec<SecretKey> = (0..HOPS).map(|_| SecretKey::random()).collect();
+fn our_route(hops: usize) -> (Vec<SecretKey>, Vec<RouteHop>) {
+    let keys: Vec<SecretKey> = (0..hops).map(|_| SecretKey::random()).collect();
     let route = keys
         .iter()
         .enumerate()
@@ -31,14 +33,16 @@ fn our_route() -> (Vec<SecretKey>, Vec<RouteHop>) {
     (keys, route)
 }
 
-fn nym_route() -> (
+fn nym_route(
+    hops: usize,
+) -> (
     x25519_v3::StaticSecret,
     Vec<Node>,
     Destination,
     Vec<delays::Delay>,
 ) {
     let mut first = None;
-    let route: Vec<Node> = (0..HOPS)
+    let route: Vec<Node> = (0..hops)
         .map(|i| {
             let sk = x25519_v3::StaticSecret::random();
             let pk = x25519_v3::PublicKey::from(&sk);
@@ -68,7 +72,7 @@ fn nym_packet(route: &[Node], dest: &Destination, d: &[delays::Delay]) -> Sphinx
 
 fn hop(c: &mut Criterion) {
     let mut g = c.benchmark_group("hop");
-    let (keys, route) = our_route();
+    let (keys, route) = our_route(HOPS);
     let recipient = SecretKey::random();
     let mut rng = rand::thread_rng();
     let p = create_forward(
@@ -84,7 +88,7 @@ fn hop(c: &mut Criterion) {
     g.bench_function("mixgate", |b| {
         b.iter(|| process(&keys[0], black_box(&bytes), &mut |_| true).unwrap())
     });
-    let (nsk, nroute, ndest, nd) = nym_route();
+    let (nsk, nroute, ndest, nd) = nym_route(HOPS);
     let np = nym_packet(&nroute, &ndest, &nd).to_bytes();
     g.bench_function("nym_sphinx_packet", |b| {
         b.iter(|| {
@@ -109,7 +113,8 @@ fn hop(c: &mut Criterion) {
 
 fn create(c: &mut Criterion) {
     let mut g = c.benchmark_group("create");
-    let (_, route) = our_route();
+    let (_, route) = our_route(HOPS);
+    let (_, route5) = our_route(5);
     let recipient = SecretKey::random().public();
     let mut rng = rand::thread_rng();
     g.bench_function("mixgate", |b| {
@@ -117,6 +122,19 @@ fn create(c: &mut Criterion) {
             create_forward(
                 &mut rng,
                 &route,
+                &[9; 16],
+                &recipient,
+                None,
+                black_box(&[13u8; 1000]),
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function("mixgate_5hop", |b| {
+        b.iter(|| {
+            create_forward(
+                &mut rng,
+                &route5,
                 &[9; 16],
                 &recipient,
                 None,
@@ -139,9 +157,13 @@ fn create(c: &mut Criterion) {
             .unwrap()
         })
     });
-    let (_, nroute, ndest, nd) = nym_route();
+    let (_, nroute, ndest, nd) = nym_route(HOPS);
+    let (_, nroute5, ndest5, nd5) = nym_route(5);
     g.bench_function("nym_sphinx_packet", |b| {
         b.iter(|| nym_packet(black_box(&nroute), &ndest, &nd))
+    });
+    g.bench_function("nym_sphinx_packet_5hop", |b| {
+        b.iter(|| nym_packet(black_box(&nroute5), &ndest5, &nd5))
     });
     g.finish();
 }

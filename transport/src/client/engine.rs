@@ -262,7 +262,7 @@ impl Engine {
             let mut st = self.state();
             for _ in 0..n {
                 let route = self
-                    .route(&mut st, &doc, to.provider, self.address.provider)
+                    .route(&mut st, &doc, self.address.provider)
                     .ok_or(ClientError::Topology("no route"))?;
                 let State { rng, .. } = &mut *st;
                 let (surb, secret) = create_surb(rng, &route, &self.mailbox)
@@ -292,22 +292,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Picks one node per layer, preferring nodes not under suspicion.
-    fn route(
-        &self,
-        st: &mut State,
-        doc: &Document,
-        from: NodeId,
-        to: NodeId,
-    ) -> Option<Vec<RouteHop>> {
-        let first = doc.node(&from)?;
+    /// Picks one mix per layer, preferring nodes not under suspicion, then the provider `to`.
+    /// The sender's own provider is not an onion hop: it relays submitted packets as they are.
+    fn route(&self, st: &mut State, doc: &Document, to: NodeId) -> Option<Vec<RouteHop>> {
         let last = doc.node(&to)?;
         let mu_us = doc.params.mu_ms * 1000.0;
-        let mut route = vec![RouteHop {
-            id: first.id,
-            public: first.mix_key,
-            delay_us: 0,
-        }];
+        let mut route = Vec::with_capacity(4);
         for l in 1..=3 {
             let nodes: Vec<_> = doc.layer(l).collect();
             let best = nodes
@@ -343,14 +333,14 @@ impl Engine {
     }
 
     /// Builds the next packet for the Poisson stream: a queued one, or loop cover.
-    fn next_packet(&self) -> Option<(Packet, bool)> {
+    fn next_packet(&self) -> Option<(NodeId, Packet, bool)> {
         let doc = self.document();
         let mut st = self.state();
         while let Some(job) = st.queue.pop_front() {
             match job {
                 Job::Reply { surb, body } => {
-                    if let Ok((_, p)) = surb.into_packet(&body) {
-                        return Some((p, true));
+                    if let Ok((first, p)) = surb.into_packet(&body) {
+                        return Some((first, p, true));
                     }
                 }
                 Job::Fragment { msg, idx } => {
@@ -363,13 +353,13 @@ impl Engine {
                     let to = m.to.clone();
                     let body = m.frags[idx].clone();
                     let attempt = m.attempts[idx];
-                    let fwd = self.route(&mut st, &doc, self.address.provider, to.provider)?;
-                    let back = self.route(&mut st, &doc, to.provider, self.address.provider)?;
+                    let fwd = self.route(&mut st, &doc, to.provider)?;
+                    let back = self.route(&mut st, &doc, self.address.provider)?;
                     let State { rng, .. } = &mut *st;
                     let (ack, secret) = create_surb(rng, &back, &self.mailbox).ok()?;
                     let p =
                         create_forward(rng, &fwd, &to.mailbox, &to.key, Some(&ack), &body).ok()?;
-                    let nodes = fwd[1..4].iter().chain(&back[1..4]).map(|h| h.id).collect();
+                    let nodes = fwd[..3].iter().chain(&back[..3]).map(|h| h.id).collect();
                     if let Some(m) = st.messages.get_mut(&msg) {
                         m.status[idx] = Status::InFlight;
                     }
@@ -383,22 +373,22 @@ impl Engine {
                             nodes,
                         },
                     );
-                    return Some((p, true));
+                    return Some((fwd[0].id, p, true));
                 }
             }
         }
         drop(st);
-        self.loop_packet().map(|p| (p, false))
+        self.loop_packet().map(|(n, p)| (n, p, false))
     }
 
     /// Loop cover: a packet to our own mailbox, with its own acknowledgement, built exactly
     /// like a real one so that cost and shape are identical.
-    fn loop_packet(&self) -> Option<Packet> {
+    fn loop_packet(&self) -> Option<(NodeId, Packet)> {
         let doc = self.document();
         let mut st = self.state();
         let me = self.address.provider;
-        let fwd = self.route(&mut st, &doc, me, me)?;
-        let back = self.route(&mut st, &doc, me, me)?;
+        let fwd = self.route(&mut st, &doc, me)?;
+        let back = self.route(&mut st, &doc, me)?;
         let mut id = [0u8; 16];
         st.rng.fill_bytes(&mut id);
         let body = fragment(&id, Kind::Loop, &[]).ok()?.swap_remove(0);
@@ -414,7 +404,7 @@ impl Engine {
         )
         .ok()?;
         st.cover.insert(secret.id, Instant::now());
-        Some(p)
+        Some((fwd[0].id, p))
     }
 
     fn emit(&self, f: Frame) {
@@ -590,13 +580,13 @@ async fn send_stream(e: Arc<Engine>) {
     let mut rng = StdRng::from_entropy();
     loop {
         poisson_sleep(&mut rng, e.document().params.lambda_per_s).await;
-        if let Some((p, real)) = e.next_packet() {
+        if let Some((first, p, real)) = e.next_packet() {
             ClientStats::inc(if real {
                 &e.stats.sent_real
             } else {
                 &e.stats.sent_cover
             });
-            e.emit(Frame::new(FrameKind::Packet, p.as_bytes()));
+            e.emit(Frame::submit(first, p.as_bytes()));
         }
     }
 }
@@ -605,9 +595,9 @@ async fn loop_stream(e: Arc<Engine>) {
     let mut rng = StdRng::from_entropy();
     loop {
         poisson_sleep(&mut rng, e.document().params.loop_per_s).await;
-        if let Some(p) = e.loop_packet() {
+        if let Some((first, p)) = e.loop_packet() {
             ClientStats::inc(&e.stats.sent_loops);
-            e.emit(Frame::new(FrameKind::Packet, p.as_bytes()));
+            e.emit(Frame::submit(first, p.as_bytes()));
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Fixed-size link frames: every frame carries one packet-sized body, whatever its kind.
 
-use crate::packet::PACKET_SIZE;
+use crate::packet::{NodeId, ID_LEN, PACKET_SIZE};
 use thiserror::Error;
 
-/// Plaintext length of a frame: kind byte ‖ body.
-pub const FRAME_PLAIN: usize = 1 + PACKET_SIZE;
+/// Plaintext length of a frame: kind byte ‖ next hop ‖ body.
+pub const FRAME_PLAIN: usize = 1 + ID_LEN + PACKET_SIZE;
 /// Length of the AEAD tag added by the Noise transport.
 pub const TAG: usize = 16;
 /// Length of every frame on the wire.
@@ -23,6 +23,9 @@ pub enum FrameKind {
     Rekey = 3,
     /// Link padding with no content.
     Padding = 4,
+    /// A packet a gateway hands to its provider for injection towards `next` (the first mix);
+    /// the provider relays it without a layer of its own.
+    Submit = 5,
 }
 
 /// Why bytes were not a valid frame.
@@ -41,6 +44,8 @@ pub enum FrameError {
 pub struct Frame {
     /// The kind.
     pub kind: FrameKind,
+    /// Next hop for [`FrameKind::Submit`] (zero otherwise).
+    pub next: NodeId,
     /// The body, always [`PACKET_SIZE`] bytes.
     pub body: Box<[u8; PACKET_SIZE]>,
 }
@@ -57,13 +62,25 @@ impl Frame {
         let mut body = Box::new([0u8; PACKET_SIZE]);
         let n = data.len().min(PACKET_SIZE);
         body[..n].copy_from_slice(&data[..n]);
-        Frame { kind, body }
+        Frame {
+            kind,
+            next: [0; ID_LEN],
+            body,
+        }
+    }
+
+    /// A [`FrameKind::Submit`] frame: `packet` to be injected towards `next`.
+    pub fn submit(next: NodeId, packet: &[u8]) -> Self {
+        let mut f = Frame::new(FrameKind::Submit, packet);
+        f.next = next;
+        f
     }
 
     /// Encodes into [`FRAME_PLAIN`] bytes.
     pub fn encode(&self, out: &mut [u8; FRAME_PLAIN]) {
         out[0] = self.kind as u8;
-        out[1..].copy_from_slice(&self.body[..]);
+        out[1..1 + ID_LEN].copy_from_slice(&self.next);
+        out[1 + ID_LEN..].copy_from_slice(&self.body[..]);
     }
 
     /// Decodes [`FRAME_PLAIN`] bytes.
@@ -77,11 +94,14 @@ impl Frame {
             2 => FrameKind::Mailbox,
             3 => FrameKind::Rekey,
             4 => FrameKind::Padding,
+            5 => FrameKind::Submit,
             k => return Err(FrameError::UnknownKind(k)),
         };
+        let mut next = [0u8; ID_LEN];
+        next.copy_from_slice(&b[1..1 + ID_LEN]);
         let mut body = Box::new([0u8; PACKET_SIZE]);
-        body.copy_from_slice(&b[1..]);
-        Ok(Frame { kind, body })
+        body.copy_from_slice(&b[1 + ID_LEN..]);
+        Ok(Frame { kind, next, body })
     }
 }
 

@@ -372,6 +372,24 @@ async fn read_frames(
                     NodeStats::inc(&inner.stats.dropped_overload);
                 }
             }
+            FrameKind::Submit => {
+                NodeStats::inc(&inner.stats.received);
+                let known = inner
+                    .document()
+                    .and_then(|d| d.node(&f.next).map(|n| matches!(n.role, Role::Mix { .. })))
+                    .unwrap_or(false);
+                if client_mailbox.is_none() || !known {
+                    NodeStats::inc(&inner.stats.dropped_unknown_hop);
+                    continue;
+                }
+                match Packet::from_slice(&f.body[..]) {
+                    Ok(p) => {
+                        NodeStats::inc(&inner.stats.submitted);
+                        inner.send_to(f.next, p);
+                    }
+                    Err(_) => NodeStats::inc(&inner.stats.dropped_malformed),
+                }
+            }
             FrameKind::Poll => {
                 let (Some(mb), Some(boxes)) = (client_mailbox, inner.mailboxes.as_ref()) else {
                     NodeStats::inc(&inner.stats.dropped_malformed);

@@ -7,6 +7,8 @@ crate::counters!(
         received,
         /// Packets forwarded to a next hop.
         relayed,
+        /// Packets submitted by gateways and injected towards the first mix.
+        submitted,
         /// Packets stored in a mailbox.
         stored,
         /// Acknowledgements sent after storing.
