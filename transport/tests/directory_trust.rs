@@ -16,6 +16,7 @@ async fn forged_document_is_refused_and_counted() {
         params: TrafficParams::default(),
         epoch_ms: 3_600_000,
         grace_ms: 60_000,
+        allowed: None,
     })
     .await
     .unwrap();

@@ -48,6 +48,7 @@ fn model(p: &TrafficParams, n: usize) -> Vec<f64> {
 }
 
 async fn measure(params: TrafficParams, n: usize, spacing: Duration) -> Vec<f64> {
+    let poll_per_s = params.poll_per_s;
     let net = TestNet::start(params, 2, 2).await;
     let a = net.client(0, 0, Arc::new(MemoryOutbox::default())).await;
     let mut b = net.client(1, 1, Arc::new(MemoryOutbox::default())).await;
@@ -63,7 +64,9 @@ async fn measure(params: TrafficParams, n: usize, spacing: Duration) -> Vec<f64>
             .unwrap();
         assert_eq!(r.bytes, (i as u32).to_be_bytes());
         out.push(t0.elapsed().as_secs_f64() * 1000.0);
-        tokio::time::sleep(spacing).await;
+        // Random extra wait so that send times are not phase-locked to the poll schedule.
+        let jitter = rand::thread_rng().gen_range(0.0..1.0 / poll_per_s);
+        tokio::time::sleep(spacing + Duration::from_secs_f64(jitter)).await;
     }
     out
 }

@@ -35,6 +35,8 @@ pub struct DirectoryConfig {
     pub epoch_ms: u64,
     /// Extra validity after an epoch ends, in milliseconds.
     pub grace_ms: u64,
+    /// Identity keys allowed to register (`None`: anyone may; fine for tests only).
+    pub allowed: Option<Vec<[u8; 32]>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -187,7 +189,12 @@ async fn serve(st: &State, sock: TcpStream) -> Result<(), DirectoryError> {
                 }
             }
         }
-        Ok(Request::Register(sr)) => match sr.verify() {
+        Ok(Request::Register(sr)) => match sr.verify().and_then(|reg| match &st.cfg.allowed {
+            Some(list) if !list.contains(&reg.identity) => {
+                Err(DirectoryError::BadRegistration("identity not allowed"))
+            }
+            _ => Ok(reg),
+        }) {
             Ok(reg) => {
                 st.stats.registered.fetch_add(1, Ordering::Relaxed);
                 let id = node_id(&reg.identity);

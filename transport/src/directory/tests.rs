@@ -59,6 +59,7 @@ async fn serve_register_fetch() {
         params: TrafficParams::default(),
         epoch_ms: 3_600_000,
         grace_ms: 60_000,
+        allowed: None,
     };
     let srv = DirectoryServer::bind(cfg).await.unwrap();
     let addr = srv.local_addr().unwrap();
@@ -94,6 +95,37 @@ async fn serve_register_fetch() {
     assert_eq!(d.layer(2).count(), 1);
     assert_eq!(d.nodes[0].id, node_id(&reg.identity));
     assert!(stats.refused.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    h.abort();
+}
+
+#[tokio::test]
+async fn allow_list_refuses_strangers() {
+    let member = SigningKey::from_bytes(&[5; 32]);
+    let cfg = DirectoryConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        authority_seed: [9; 32],
+        params: TrafficParams::default(),
+        epoch_ms: 3_600_000,
+        grace_ms: 60_000,
+        allowed: Some(vec![member.verifying_key().to_bytes()]),
+    };
+    let srv = DirectoryServer::bind(cfg).await.unwrap();
+    let addr = srv.local_addr().unwrap();
+    let h = tokio::spawn(srv.run());
+    let reg = |k: &SigningKey| {
+        let r = Registration {
+            identity: k.verifying_key().to_bytes(),
+            role: Role::Provider,
+            address: "127.0.0.1:1".into(),
+            link_key: [1; 32],
+            mix_keys: vec![],
+        };
+        SignedRegistration::sign(&r, k).unwrap()
+    };
+    register(addr, &reg(&member)).await.unwrap();
+    assert!(register(addr, &reg(&SigningKey::from_bytes(&[6; 32])))
+        .await
+        .is_err());
     h.abort();
 }
 

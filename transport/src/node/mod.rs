@@ -486,6 +486,9 @@ async fn handle_packet(inner: &Inner, bytes: &[u8]) {
     }
 }
 
+/// Most packets a node holds in its delay heap at once.
+const MAX_HELD: usize = 200_000;
+
 /// Holds delayed packets in a heap and forwards each when its time comes (delay order).
 async fn delay_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<(Instant, NodeId, Packet)>) {
     let mut heap: BinaryHeap<Reverse<(Instant, u64, NodeId)>> = BinaryHeap::new();
@@ -496,6 +499,10 @@ async fn delay_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<(Instant, NodeId, 
         tokio::select! {
             item = rx.recv() => {
                 let Some((t, next, p)) = item else { return };
+                if held.len() >= MAX_HELD {
+                    NodeStats::inc(&inner.stats.dropped_overload);
+                    continue;
+                }
                 seq += 1;
                 heap.push(Reverse((t, seq, next)));
                 held.insert(seq, p);

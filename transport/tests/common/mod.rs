@@ -84,6 +84,7 @@ impl TestNet {
             params,
             epoch_ms: 3_600_000,
             grace_ms: 600_000,
+            allowed: None,
         })
         .await
         .unwrap();
