@@ -1,7 +1,11 @@
 //! The client-server API: routes, extractors and handlers.
 
 mod account;
+mod backup;
+mod devices;
 mod extract;
+mod keys;
+mod to_device;
 mod versions;
 
 use std::sync::Arc;
@@ -48,6 +52,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let mut r = Router::new();
     r = versions::routes(r);
     r = account::routes(r);
+    r = keys::routes(r);
+    r = to_device::routes(r);
+    r = backup::routes(r);
+    r = devices::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
