@@ -195,3 +195,183 @@ mod tests {
         assert_eq!(position("x").expect_err("bad").errcode, "M_INVALID_PARAM");
     }
 }
+
+#[cfg(test)]
+mod http_tests {
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::{
+        api::e2ee_testing::{call, gateway, user, PASSWORD},
+        service::keys::{keypair, sign_as},
+    };
+
+    fn device_keys(user: &str, device: &str) -> serde_json::Value {
+        json!({
+            "user_id": user,
+            "device_id": device,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {
+                format!("curve25519:{device}"): format!("curve{device}"),
+                format!("ed25519:{device}"): format!("ed{device}"),
+            },
+            "signatures": { user: { format!("ed25519:{device}"): "sig" } }
+        })
+    }
+
+    #[tokio::test]
+    async fn upload_query_claim_over_http() {
+        let (gw, app) = gateway();
+        let alice = user(&gw, "alice", "ADEV").await;
+        let bob = user(&gw, "bob", "BDEV").await;
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/_matrix/client/v3/keys/upload",
+            &alice,
+            Some(json!({
+                "device_keys": device_keys("@alice:test.local", "ADEV"),
+                "one_time_keys": {
+                    "signed_curve25519:AAAAAQ": {"key": "otk1", "signatures": {}},
+                },
+                "fallback_keys": {
+                    "signed_curve25519:AAAAAg": {"key": "fb", "fallback": true, "signatures": {}},
+                },
+            })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            json!({"one_time_key_counts": {"signed_curve25519": 1}})
+        );
+
+        // Keys for another device are refused.
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/_matrix/client/v3/keys/upload",
+            &bob,
+            Some(json!({ "device_keys": device_keys("@alice:test.local", "ADEV") })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["errcode"], "M_INVALID_PARAM");
+
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/_matrix/client/v3/keys/query",
+            &bob,
+            Some(json!({"device_keys": {"@alice:test.local": []}})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        insta::assert_json_snapshot!("keys_query", body);
+
+        let claim = json!({"one_time_keys": {"@alice:test.local": {"ADEV": "signed_curve25519"}}});
+        let (status, first) = call(
+            &app,
+            Method::POST,
+            "/_matrix/client/v3/keys/claim",
+            &bob,
+            Some(claim.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        insta::assert_json_snapshot!("keys_claim", first);
+        let (_, second) = call(
+            &app,
+            Method::POST,
+            "/_matrix/client/v3/keys/claim",
+            &bob,
+            Some(claim),
+        )
+        .await;
+        assert_eq!(
+            second["one_time_keys"]["@alice:test.local"]["ADEV"]["signed_curve25519:AAAAAg"]["key"],
+            "fb"
+        );
+        assert_eq!(
+            gw.keys
+                .unused_fallback_key_types(ruma::user_id!("@alice:test.local"), "ADEV")
+                .expect("types"),
+            Vec::<String>::new()
+        );
+
+        // Alice's own change shows in /keys/changes; nobody shares a room with her.
+        let to = gw.stream.current().to_string();
+        let (status, body) = call(
+            &app,
+            Method::GET,
+            &format!("/_matrix/client/v3/keys/changes?from=0&to={to}"),
+            &alice,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({"changed": ["@alice:test.local"], "left": []}));
+        let (_, body) = call(
+            &app,
+            Method::GET,
+            &format!("/_matrix/client/v3/keys/changes?from=0&to={to}"),
+            &bob,
+            None,
+        )
+        .await;
+        assert_eq!(body["changed"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn device_signing_needs_uia_only_to_replace_keys() {
+        let (gw, app) = gateway();
+        let alice = user(&gw, "alice", "ADEV").await;
+        let uid = "@alice:test.local";
+        let cross_signing = || {
+            let (mpair, mpub) = keypair();
+            let (spair, spub) = keypair();
+            let master = json!({"user_id": uid, "usage": ["master"],
+                                "keys": {format!("ed25519:{mpub}"): mpub}});
+            let mut ssk = json!({"user_id": uid, "usage": ["self_signing"],
+                                 "keys": {format!("ed25519:{spub}"): spub}});
+            sign_as(&mut ssk, uid, &mpair, &mpub);
+            let _ = spair;
+            json!({"master_key": master, "self_signing_key": ssk})
+        };
+        let path = "/_matrix/client/v3/keys/device_signing/upload";
+        let first = cross_signing();
+        let (status, body) = call(&app, Method::POST, path, &alice, Some(first.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Re-uploading the same keys needs no auth either.
+        let (status, _) = call(&app, Method::POST, path, &alice, Some(first)).await;
+        assert_eq!(status, StatusCode::OK);
+
+        let second = cross_signing();
+        let (status, body) = call(&app, Method::POST, path, &alice, Some(second.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["flows"], json!([{"stages": ["m.login.password"]}]));
+        let session = body["session"].as_str().expect("session").to_owned();
+
+        let mut wrong = second.clone();
+        wrong["auth"] = json!({"type": "m.login.password", "session": session,
+            "identifier": {"type": "m.id.user", "user": "alice"}, "password": "wrong"});
+        let (status, _) = call(&app, Method::POST, path, &alice, Some(wrong)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let mut authed = second.clone();
+        authed["auth"] = json!({"type": "m.login.password", "session": session,
+            "identifier": {"type": "m.id.user", "user": "alice"}, "password": PASSWORD});
+        let (status, body) = call(&app, Method::POST, path, &alice, Some(authed)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, body) = call(
+            &app,
+            Method::POST,
+            "/_matrix/client/v3/keys/query",
+            &alice,
+            Some(json!({"device_keys": {uid: []}})),
+        )
+        .await;
+        assert_eq!(body["master_keys"][uid], second["master_key"]);
+        assert_eq!(body["self_signing_keys"][uid], second["self_signing_key"]);
+    }
+}

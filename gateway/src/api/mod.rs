@@ -3,6 +3,8 @@
 mod account;
 mod backup;
 mod devices;
+#[cfg(test)]
+mod e2ee_testing;
 mod extract;
 mod keys;
 mod to_device;

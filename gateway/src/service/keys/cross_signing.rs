@@ -430,3 +430,235 @@ impl Keys {
         Ok(failures)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::{signatures::Ed25519KeyPair, user_id};
+    use serde_json::json;
+
+    use super::super::{
+        signatures::tests::{keypair, sign_as},
+        tests::{device_keys, store},
+        KeysUpload,
+    };
+    use super::*;
+    use crate::service::users::Users;
+
+    /// A cross-signing key object of `kind` for `user`, and its key pair.
+    fn cs_key(user: &str, kind: CrossSigningKind) -> (Value, Ed25519KeyPair, String) {
+        let (pair, public) = keypair();
+        let v = json!({
+            "user_id": user,
+            "usage": [kind.as_str()],
+            "keys": { format!("ed25519:{public}"): public },
+        });
+        (v, pair, public)
+    }
+
+    struct Identity {
+        master: (Value, Ed25519KeyPair, String),
+        ssk: (Value, Ed25519KeyPair, String),
+        usk: (Value, Ed25519KeyPair, String),
+    }
+
+    fn identity(user: &str) -> Identity {
+        let master = cs_key(user, CrossSigningKind::Master);
+        let mut ssk = cs_key(user, CrossSigningKind::SelfSigning);
+        let mut usk = cs_key(user, CrossSigningKind::UserSigning);
+        sign_as(&mut ssk.0, user, &master.1, &master.2);
+        sign_as(&mut usk.0, user, &master.1, &master.2);
+        Identity { master, ssk, usk }
+    }
+
+    fn full_upload(id: &Identity) -> CrossSigningUpload {
+        CrossSigningUpload {
+            master: Some(id.master.0.clone()),
+            self_signing: Some(id.ssk.0.clone()),
+            user_signing: Some(id.usk.0.clone()),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_upload_needs_no_auth_replacement_does() {
+        let keys = store();
+        let a = user_id!("@a:x");
+        let id = identity("@a:x");
+        assert!(!keys
+            .cross_signing_upload_needs_auth(a, &full_upload(&id))
+            .expect("check"));
+        keys.upload_cross_signing(a, full_upload(&id))
+            .await
+            .expect("upload");
+        assert_eq!(
+            keys.changed_users(0, keys.stream.current()).expect("c"),
+            vec![a]
+        );
+        // The same keys again: no auth, no change.
+        assert!(!keys
+            .cross_signing_upload_needs_auth(a, &full_upload(&id))
+            .expect("check"));
+        let before = keys.stream.current();
+        keys.upload_cross_signing(a, full_upload(&id))
+            .await
+            .expect("again");
+        assert_eq!(keys.stream.current(), before);
+        // New keys: auth needed.
+        let id2 = identity("@a:x");
+        assert!(keys
+            .cross_signing_upload_needs_auth(a, &full_upload(&id2))
+            .expect("check"));
+        keys.upload_cross_signing(a, full_upload(&id2))
+            .await
+            .expect("replace");
+        let stored = keys
+            .cross_signing_key(a, CrossSigningKind::Master)
+            .expect("get")
+            .expect("some");
+        assert_eq!(stored, id2.master.0);
+    }
+
+    #[tokio::test]
+    async fn bad_cross_signing_keys_are_refused() {
+        let keys = store();
+        let a = user_id!("@a:x");
+        let id = identity("@a:x");
+        // A self-signing key without a master key.
+        let only_ssk = CrossSigningUpload {
+            self_signing: Some(id.ssk.0.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            keys.upload_cross_signing(a, only_ssk)
+                .await
+                .expect_err("no master")
+                .errcode,
+            "M_INVALID_PARAM"
+        );
+        // A self-signing key not signed by the master key.
+        let (unsigned_ssk, _, _) = cs_key("@a:x", CrossSigningKind::SelfSigning);
+        let bad = CrossSigningUpload {
+            master: Some(id.master.0.clone()),
+            self_signing: Some(unsigned_ssk),
+            ..Default::default()
+        };
+        assert_eq!(
+            keys.upload_cross_signing(a, bad)
+                .await
+                .expect_err("unsigned")
+                .errcode,
+            "M_INVALID_SIGNATURE"
+        );
+        // Someone else's key, and a wrong usage.
+        let other = identity("@b:x");
+        let wrong_user = CrossSigningUpload {
+            master: Some(other.master.0.clone()),
+            ..Default::default()
+        };
+        assert!(keys.upload_cross_signing(a, wrong_user).await.is_err());
+        let wrong_usage = CrossSigningUpload {
+            master: Some(id.ssk.0.clone()),
+            ..Default::default()
+        };
+        assert!(keys.upload_cross_signing(a, wrong_usage).await.is_err());
+        assert!(keys
+            .cross_signing_key(a, CrossSigningKind::Master)
+            .expect("get")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn signatures_are_checked_merged_and_user_signing_ones_private() {
+        let keys = store();
+        let users = Users::new(keys.db.clone());
+        let a = user_id!("@a:x");
+        let b = user_id!("@b:x");
+        let (dev_pair, dev_pub) = keypair();
+        let dk = device_keys("@a:x", "D1", &dev_pub);
+        keys.upload(
+            a,
+            "D1",
+            KeysUpload {
+                device_keys: Some(dk.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("device keys");
+        let ida = identity("@a:x");
+        let idb = identity("@b:x");
+        keys.upload_cross_signing(a, full_upload(&ida))
+            .await
+            .expect("a");
+        keys.upload_cross_signing(b, full_upload(&idb))
+            .await
+            .expect("b");
+
+        // The self-signing key signs the device; the device signs the master key; a's
+        // user-signing key signs b's master key; one forged signature.
+        let mut signed_dev = dk.clone();
+        sign_as(&mut signed_dev, "@a:x", &ida.ssk.1, &ida.ssk.2);
+        let mut signed_master = ida.master.0.clone();
+        sign_as(&mut signed_master, "@a:x", &dev_pair, "D1");
+        let mut signed_b = idb.master.0.clone();
+        sign_as(&mut signed_b, "@a:x", &ida.usk.1, &ida.usk.2);
+        let mut forged = idb.ssk.0.clone();
+        sign_as(&mut forged, "@a:x", &ida.usk.1, &ida.usk.2);
+        let upload = BTreeMap::from([
+            (
+                a.to_owned(),
+                BTreeMap::from([
+                    ("D1".to_owned(), signed_dev),
+                    (ida.master.2.clone(), signed_master),
+                    ("NOPE".to_owned(), json!({})),
+                ]),
+            ),
+            (
+                b.to_owned(),
+                BTreeMap::from([
+                    (idb.master.2.clone(), signed_b),
+                    (idb.ssk.2.clone(), forged),
+                ]),
+            ),
+        ]);
+        let before = keys.stream.current();
+        let failures = keys.upload_signatures(a, &upload).await.expect("upload");
+        assert_eq!(failures[a]["NOPE"].errcode, "M_NOT_FOUND");
+        assert!(failures[b].contains_key(&idb.ssk.2));
+        assert_eq!(failures.len(), 2);
+        assert_eq!(failures[a].len(), 1);
+        assert_eq!(failures[b].len(), 1);
+        assert_eq!(
+            keys.changed_users(before, keys.stream.current())
+                .expect("c"),
+            vec![a]
+        );
+
+        let ssk_id = format!("ed25519:{}", ida.ssk.2);
+        let dev = keys.device_keys(a, "D1").expect("get").expect("some");
+        assert!(signature_valid(&dev, "@a:x", &ssk_id, &ida.ssk.2));
+        let master = keys
+            .cross_signing_key(a, CrossSigningKind::Master)
+            .expect("get")
+            .expect("some");
+        assert!(signature_valid(&master, "@a:x", "ed25519:D1", &dev_pub));
+
+        // a sees its signature on b's master key; b (and anyone else) does not; only a sees
+        // a's user-signing key.
+        let wanted = BTreeMap::from([(a.to_owned(), vec![]), (b.to_owned(), vec![])]);
+        let usk_id = format!("ed25519:{}", ida.usk.2);
+        let as_a = keys.query(&users, a, &wanted).expect("query");
+        assert!(signature_valid(
+            &as_a.master_keys[b],
+            "@a:x",
+            &usk_id,
+            &ida.usk.2
+        ));
+        assert!(as_a.user_signing_keys.contains_key(a));
+        assert!(!as_a.user_signing_keys.contains_key(b));
+        assert_eq!(as_a.self_signing_keys.len(), 2);
+        let as_b = keys.query(&users, b, &wanted).expect("query");
+        assert!(as_b.master_keys[b]["signatures"].get("@a:x").is_none());
+        assert!(as_b.user_signing_keys.contains_key(b));
+        assert!(!as_b.user_signing_keys.contains_key(a));
+    }
+}

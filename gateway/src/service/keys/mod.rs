@@ -28,6 +28,8 @@ pub use cross_signing::{CrossSigningKind, CrossSigningUpload, SignatureFailure};
 pub use device_keys::{KeysQueryResult, KeysUpload};
 pub use one_time::ClaimedKeys;
 pub use signatures::signature_valid;
+#[cfg(test)]
+pub(crate) use signatures::tests::{keypair, sign_as};
 
 use super::{stream::Stream, Gateway};
 use crate::error::ApiResult;
