@@ -1,10 +1,16 @@
 //! The client-server API: routes, extractors and handlers.
 
 mod account;
+mod backup;
+mod devices;
+#[cfg(test)]
+mod e2ee_testing;
 mod extract;
+mod keys;
 mod message;
 mod rooms;
 mod sync;
+mod to_device;
 mod versions;
 
 use std::sync::Arc;
@@ -63,6 +69,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = rooms::routes(r);
     r = message::routes(r);
     r = sync::routes(r);
+    r = keys::routes(r);
+    r = to_device::routes(r);
+    r = backup::routes(r);
+    r = devices::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -3,12 +3,15 @@
 //! [`Gateway`] owns one instance of each service; handlers get it as axum state. Nothing here
 //! is global: tests run several gateways in one process.
 
+pub mod backup;
 pub mod ephemeral;
 pub mod filter;
+pub mod keys;
 pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
 pub mod sync;
+pub mod to_device;
 pub mod uiaa;
 pub mod users;
 
@@ -36,6 +39,12 @@ pub struct Gateway {
     pub ephemeral: Arc<ephemeral::Ephemeral>,
     /// Limits login and registration attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
+    /// End-to-end encryption keys and device-list changes.
+    pub keys: keys::Keys,
+    /// To-device message inboxes.
+    pub to_device: to_device::ToDevice,
+    /// Server-side key backups.
+    pub backup: backup::Backup,
 }
 
 pub use stream::Stream;
@@ -83,6 +92,9 @@ impl Gateway {
             users: users::Users::new(db.clone()),
             rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
             ephemeral: Arc::new(ephemeral::Ephemeral::new(db.clone(), stream.clone())),
+            keys: keys::Keys::new(db.clone(), stream.clone()),
+            to_device: to_device::ToDevice::new(db.clone(), stream.clone()),
+            backup: backup::Backup::new(db.clone()),
             auth_limiter: ratelimit::RateLimiter::new(
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),
