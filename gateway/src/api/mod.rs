@@ -1,7 +1,17 @@
 //! The client-server API: routes, extractors and handlers.
 
 mod account;
+mod account_data;
 mod extract;
+mod filter;
+mod media;
+mod misc;
+mod presence;
+mod profile;
+mod push;
+#[cfg(test)]
+mod testkit;
+mod user_directory;
 mod versions;
 
 use std::sync::Arc;
@@ -48,6 +58,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let mut r = Router::new();
     r = versions::routes(r);
     r = account::routes(r);
+    r = media::routes(r);
+    r = profile::routes(r);
+    r = user_directory::routes(r);
+    r = account_data::routes(r);
+    r = filter::routes(r);
+    r = push::routes(r);
+    r = presence::routes(r);
+    r = misc::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

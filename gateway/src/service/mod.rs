@@ -3,6 +3,9 @@
 //! [`Gateway`] owns one instance of each service; handlers get it as axum state. Nothing here
 //! is global: tests run several gateways in one process.
 
+pub mod account_data;
+pub mod media;
+pub mod presence;
 pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
@@ -31,6 +34,12 @@ pub struct Gateway {
     pub rooms: rooms::Rooms,
     /// Limits login and registration attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
+    /// Account data, tags, push rules, filters and pushers.
+    pub account_data: account_data::AccountData,
+    /// Uploaded media.
+    pub media: media::Media,
+    /// Presence statuses (memory only).
+    pub presence: presence::Presence,
 }
 
 pub use stream::Stream;
@@ -77,6 +86,9 @@ impl Gateway {
         Ok(Arc::new(Self {
             users: users::Users::new(db.clone()),
             rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
+            account_data: account_data::AccountData::new(db.clone(), stream.clone()),
+            media: media::Media::new(db.clone()),
+            presence: presence::Presence::new(),
             auth_limiter: ratelimit::RateLimiter::new(
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),
