@@ -11,6 +11,16 @@ mod message;
 mod rooms;
 mod sync;
 mod to_device;
+mod account_data;
+mod filter;
+mod media;
+mod misc;
+mod presence;
+mod profile;
+mod push;
+#[cfg(test)]
+mod testkit;
+mod user_directory;
 mod versions;
 
 use std::sync::Arc;
@@ -73,6 +83,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = to_device::routes(r);
     r = backup::routes(r);
     r = devices::routes(r);
+    r = media::routes(r);
+    r = profile::routes(r);
+    r = user_directory::routes(r);
+    r = account_data::routes(r);
+    r = filter::routes(r);
+    r = push::routes(r);
+    r = presence::routes(r);
+    r = misc::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -3,10 +3,13 @@
 //! [`Gateway`] owns one instance of each service; handlers get it as axum state. Nothing here
 //! is global: tests run several gateways in one process.
 
+pub mod account_data;
 pub mod backup;
 pub mod ephemeral;
 pub mod filter;
 pub mod keys;
+pub mod media;
+pub mod presence;
 pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
@@ -45,6 +48,12 @@ pub struct Gateway {
     pub to_device: to_device::ToDevice,
     /// Server-side key backups.
     pub backup: backup::Backup,
+    /// Account data, tags, push rules, filters and pushers.
+    pub account_data: account_data::AccountData,
+    /// Uploaded media.
+    pub media: media::Media,
+    /// Presence statuses (memory only).
+    pub presence: presence::Presence,
 }
 
 pub use stream::Stream;
@@ -95,6 +104,9 @@ impl Gateway {
             keys: keys::Keys::new(db.clone(), stream.clone()),
             to_device: to_device::ToDevice::new(db.clone(), stream.clone()),
             backup: backup::Backup::new(db.clone()),
+            account_data: account_data::AccountData::new(db.clone(), stream.clone()),
+            media: media::Media::new(db.clone()),
+            presence: presence::Presence::new(),
             auth_limiter: ratelimit::RateLimiter::new(
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),
