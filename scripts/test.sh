@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo build --workspace --all-targets"
-cargo build --workspace --all-targets
+echo "== cargo build --workspace --bins"
+cargo build --workspace --bins
 
 if [ -d tests/browser/node_modules ]; then
   echo "== building the Hydrogen bundle (tests/browser)"
