@@ -3,6 +3,7 @@
 use super::*;
 use crate::util::now_ms;
 use ed25519_dalek::SigningKey;
+use proptest::prelude::*;
 
 fn doc(epoch: u64) -> Document {
     Document {
@@ -138,4 +139,19 @@ fn default_params_drain_their_own_cover() {
         ..TrafficParams::default()
     };
     assert!(bad.check().is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn document_and_registration_parsers_never_panic(text in ".{0,300}", sig in proptest::array::uniform32(any::<u8>())) {
+        let sd = SignedDocument {
+            document: text.clone(),
+            signatures: vec![AuthoritySignature { authority: sig, signature: [7; 64] }],
+        };
+        prop_assert!(sd.verify(&[sig], 1, 1500).is_err());
+        let sr = SignedRegistration { registration: text, signature: [1; 64] };
+        prop_assert!(sr.verify().is_err());
+    }
 }
