@@ -20,6 +20,7 @@ use super::{
 };
 use crate::directory::{fetch_document, mailbox_id, DirectoryError, Document, Role};
 use crate::link::{connect, Frame, FrameKind, LinkKeypair, LinkReceiver};
+use crate::node::poll;
 use crate::packet::{
     create_forward, create_surb, Delivered, MailboxId, NodeId, Packet, RouteHop, SecretKey, Surb,
     SurbSecret, SURB_SIZE,
@@ -81,6 +82,8 @@ pub(crate) struct Engine {
     state: Mutex<State>,
     incoming: mpsc::Sender<Received>,
     out: mpsc::Sender<Frame>,
+    /// Mailbox items received since the last poll (acknowledged by the next one).
+    to_ack: Mutex<Vec<u64>>,
 }
 
 fn response_id(req: &MsgId) -> MsgId {
@@ -164,6 +167,7 @@ impl Engine {
             }),
             incoming,
             out,
+            to_ack: Mutex::new(Vec::new()),
             cfg,
         });
         for (id, e) in engine.cfg.outbox.list() {
@@ -456,10 +460,14 @@ impl Engine {
     }
 
     fn on_mailbox_frame(&self, body: &[u8]) {
-        if body.first() != Some(&1) {
+        let Some((item, bytes)) = poll::decode_answer(body) else {
             return;
-        }
-        let Ok(d) = Delivered::from_bytes(&body[1..]) else {
+        };
+        self.to_ack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(item);
+        let Ok(d) = Delivered::from_bytes(bytes) else {
             ClientStats::inc(&self.stats.dropped_bad);
             return;
         };
@@ -609,7 +617,12 @@ async fn poll_stream(e: Arc<Engine>) {
         next += Duration::from_secs_f64(1.0 / rate);
         tokio::time::sleep_until(next).await;
         ClientStats::inc(&e.stats.polls);
-        e.emit(Frame::new(FrameKind::Poll, &[]));
+        let acks: Vec<u64> = {
+            let mut a = e.to_ack.lock().unwrap_or_else(|p| p.into_inner());
+            let n = a.len().min(poll::MAX_POLL_ACKS);
+            a.drain(..n).collect()
+        };
+        e.emit(Frame::new(FrameKind::Poll, &poll::encode_poll(&acks)));
     }
 }
 

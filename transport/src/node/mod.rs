@@ -5,6 +5,7 @@
 mod keys;
 mod mailbox;
 mod peers;
+pub mod poll;
 mod stats;
 
 use std::cmp::Reverse;
@@ -219,6 +220,9 @@ impl Node {
             delay_rx,
         } = self;
         info!(role = ?inner.cfg.role, addr = %inner.address, "node starting");
+        if let Some(b) = &inner.mailboxes {
+            b.requeue_all();
+        }
         let mut tasks = JoinSet::new();
         tasks.spawn(directory_loop(inner.clone()));
         tasks.spawn(worker(inner.clone(), ingress_rx));
@@ -351,9 +355,14 @@ async fn serve_conn(inner: Arc<Inner>, sock: TcpStream) {
     let is_node = doc
         .as_ref()
         .is_some_and(|d| d.node_by_link_key(&peer).is_some());
-    if let Err(e) = read_frames(&inner, rx, tx, (!is_node).then(|| mailbox_id(&peer))).await {
+    let mailbox = (!is_node).then(|| mailbox_id(&peer));
+    if let Err(e) = read_frames(&inner, rx, tx, mailbox).await {
         debug!("link ended: {e}");
         NodeStats::inc(&inner.stats.link_errors);
+    }
+    // Answers not acknowledged on this link are offered again on the next one.
+    if let (Some(mb), Some(boxes)) = (mailbox, inner.mailboxes.as_ref()) {
+        boxes.requeue(&mb);
     }
 }
 
@@ -396,18 +405,19 @@ async fn read_frames(
                     continue;
                 };
                 let batch = inner.document().map_or(1, |d| d.params.poll_batch.max(1)) as usize;
+                boxes.ack(&mb, &poll::decode_poll(&f.body[..]));
                 let (items, expired) = boxes.take(&mb, batch);
                 for _ in 0..expired {
                     NodeStats::inc(&inner.stats.expired);
                 }
                 let n = items.len();
-                for item in items {
-                    let mut body = vec![1u8];
-                    body.extend_from_slice(&item);
+                for (id, item) in items {
+                    let body = poll::encode_answer(id, &item);
                     tx.send(&Frame::new(FrameKind::Mailbox, &body)).await?;
                 }
                 for _ in n..batch {
-                    tx.send(&Frame::new(FrameKind::Mailbox, &[0u8])).await?;
+                    tx.send(&Frame::new(FrameKind::Mailbox, &poll::dummy_answer()))
+                        .await?;
                 }
                 NodeStats::inc(&inner.stats.polls_answered);
             }
