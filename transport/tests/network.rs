@@ -167,6 +167,31 @@ async fn network_delivers_exactly_once_through_failures() {
     assert_eq!(d.address(), da);
     check_exactly(&collect(&mut d, msgs.len()).await, &msgs);
 
+    // 4b. The receiver crashes half-way through a 64 KiB message: fragments it had taken but
+    // not acknowledged are offered again, and the restarted receiver gets the message once.
+    let big = vec![message(550, 65_536)];
+    let h = b.send(&da, big[0].clone()).unwrap();
+    for _ in 0..400 {
+        if d.stats().get("fragments") >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let completed_before_crash = d.stats().get("received") > msgs.len() as u64;
+    eprintln!(
+        "receiver crashed after {} fragments (message complete before crash: {completed_before_crash})",
+        d.stats().get("fragments")
+    );
+    drop(d);
+    assert_eq!(
+        timeout(WAIT, h.outcome()).await.unwrap(),
+        Outcome::Delivered
+    );
+    let mut d = net.client(3, 1, obs[3].clone()).await;
+    if !completed_before_crash {
+        check_exactly(&collect(&mut d, 1).await, &big);
+    }
+
     // 5. Request / response over the reply blocks the request carried.
     let req = a.request(&ca, b"ping".to_vec(), 3000, WAIT);
     let answer = async {

@@ -77,6 +77,9 @@ struct State {
     rng: StdRng,
 }
 
+/// Poll-answer ids held per incomplete message, with the time the first arrived.
+type HeldAcks = HashMap<(MsgId, Kind), (Instant, Vec<u64>)>;
+
 pub(crate) struct Engine {
     cfg: ClientConfig,
     pub(crate) address: Address,
@@ -90,6 +93,8 @@ pub(crate) struct Engine {
     out: mpsc::Sender<Frame>,
     /// Mailbox items received since the last poll (acknowledged by the next one).
     to_ack: Mutex<Vec<u64>>,
+    /// Mailbox items of messages not yet complete, acknowledged when they complete.
+    held: Mutex<HeldAcks>,
 }
 
 fn response_id(req: &MsgId) -> MsgId {
@@ -174,6 +179,7 @@ impl Engine {
             incoming,
             out,
             to_ack: Mutex::new(Vec::new()),
+            held: Mutex::new(HashMap::new()),
             cfg,
         });
         for (id, e) in engine.cfg.outbox.list() {

@@ -45,23 +45,57 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_mailbox_frame(&self, body: &[u8]) {
-        let Some((item, bytes)) = poll::decode_answer(body) else {
-            return;
-        };
-        self.to_ack
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(item);
+    /// Handles one poll answer. Returns a completed message for the application, if any.
+    ///
+    /// The answer's item id is acknowledged to the provider in the next poll, except for
+    /// fragments of a message still incomplete: those are held and acknowledged together when
+    /// the message completes, so a gateway that crashes half-way gets them again.
+    pub(super) fn on_mailbox_frame(&self, body: &[u8]) -> Option<Received> {
+        let (item, bytes) = poll::decode_answer(body)?;
+        let (disp, out) = self.dispatch(bytes);
+        let mut acks = self.to_ack.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match disp {
+            Disposition::Ack => acks.push(item),
+            Disposition::Hold(k) => held
+                .entry(k)
+                .or_insert_with(|| (Instant::now(), vec![]))
+                .1
+                .push(item),
+            Disposition::Release(k) => {
+                acks.extend(held.remove(&k).map(|h| h.1).unwrap_or_default());
+                acks.push(item);
+            }
+        }
+        out
+    }
+
+    /// Moves acknowledgements held longer than `age` (messages that never completed) to the
+    /// acknowledgement list, so the provider stops offering them.
+    pub(super) fn release_stale(&self, age: Duration) {
+        let mut acks = self.to_ack.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|_, (t, ids)| {
+            if t.elapsed() > age {
+                acks.append(ids);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn dispatch(&self, bytes: &[u8]) -> (Disposition, Option<Received>) {
+        use Disposition::Ack;
         let Ok(d) = Delivered::from_bytes(bytes) else {
             ClientStats::inc(&self.stats.dropped_bad);
-            return;
+            return (Ack, None);
         };
         let mut st = self.state();
         if let Some(w) = st.pending.remove(&d.surb_id) {
             if w.secret.open(&d.payload).is_err() {
                 ClientStats::inc(&self.stats.dropped_bad);
-                return;
+                return (Ack, None);
             }
             ClientStats::inc(&self.stats.acks);
             for n in &w.nodes {
@@ -71,16 +105,16 @@ impl Engine {
                 m.status[w.idx] = Status::Acked;
                 self.evaluate(&mut st, &w.msg);
             }
-            return;
+            return (Ack, None);
         }
         if st.cover.remove(&d.surb_id).is_some() {
             ClientStats::inc(&self.stats.loops_received);
-            return;
+            return (Ack, None);
         }
         if let Some(secret) = st.replies.remove(&d.surb_id) {
             let Ok(b) = secret.open(&d.payload) else {
                 ClientStats::inc(&self.stats.dropped_bad);
-                return;
+                return (Ack, None);
             };
             if let Ok(Added::Complete(h, msg)) = st.reasm.add(&b[..]) {
                 if h.kind == Kind::Response {
@@ -89,35 +123,36 @@ impl Engine {
                     }
                 }
             }
-            return;
+            return (Ack, None);
         }
         let Ok(b) = d.open_forward(&self.e2e) else {
             ClientStats::inc(&self.stats.dropped_bad);
-            return;
+            return (Ack, None);
         };
-        match parse_header(&b[..]) {
+        let h = match parse_header(&b[..]) {
             Ok(h) if h.kind == Kind::Loop => {
                 ClientStats::inc(&self.stats.loops_received);
-                return;
+                return (Ack, None);
             }
-            Ok(h) if h.kind == Kind::Response => {
+            Ok(h) if h.kind != Kind::Response => h,
+            _ => {
                 ClientStats::inc(&self.stats.dropped_bad);
-                return;
+                return (Ack, None);
             }
-            Ok(_) => {}
-            Err(_) => {
-                ClientStats::inc(&self.stats.dropped_bad);
-                return;
-            }
-        }
+        };
+        let key = (h.id, h.kind);
+        ClientStats::inc(&self.stats.fragments);
         match st.reasm.add(&b[..]) {
-            Ok(Added::Pending) => {}
-            Ok(Added::Duplicate) => ClientStats::inc(&self.stats.duplicates),
+            Ok(Added::Pending) => (Disposition::Hold(key), None),
+            Ok(Added::Duplicate) => {
+                ClientStats::inc(&self.stats.duplicates);
+                (Disposition::Release(key), None)
+            }
             Ok(Added::Complete(h, msg)) => {
                 drop(st);
                 if !self.cfg.outbox.mark_received(&h.id) {
                     ClientStats::inc(&self.stats.duplicates);
-                    return;
+                    return (Disposition::Release(key), None);
                 }
                 let r = if h.kind == Kind::Request {
                     parse_request(h.id, msg)
@@ -128,19 +163,29 @@ impl Engine {
                         reply: None,
                     })
                 };
-                match r {
-                    Some(r) => {
-                        ClientStats::inc(&self.stats.received);
-                        if self.incoming.try_send(r).is_err() {
-                            warn!("incoming queue full; message dropped");
-                        }
-                    }
-                    None => ClientStats::inc(&self.stats.dropped_bad),
+                if r.is_some() {
+                    ClientStats::inc(&self.stats.received);
+                } else {
+                    ClientStats::inc(&self.stats.dropped_bad);
                 }
+                (Disposition::Release(key), r)
             }
-            Err(_) => ClientStats::inc(&self.stats.dropped_bad),
+            Err(_) => {
+                ClientStats::inc(&self.stats.dropped_bad);
+                (Ack, None)
+            }
         }
     }
+}
+
+/// What to do with a poll answer's acknowledgement.
+enum Disposition {
+    /// Acknowledge in the next poll.
+    Ack,
+    /// Hold until the message completes.
+    Hold((MsgId, Kind)),
+    /// The message completed (or was a duplicate): acknowledge it and everything held for it.
+    Release((MsgId, Kind)),
 }
 
 fn parse_request(id: MsgId, msg: Vec<u8>) -> Option<Received> {

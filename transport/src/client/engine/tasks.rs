@@ -45,6 +45,7 @@ pub(super) async fn poll_stream(e: Arc<Engine>) {
         next += Duration::from_secs_f64(1.0 / rate);
         tokio::time::sleep_until(next).await;
         ClientStats::inc(&e.stats.polls);
+        e.release_stale(Duration::from_secs(600));
         let acks: Vec<u64> = {
             let mut a = e.to_ack.lock().unwrap_or_else(|p| p.into_inner());
             let n = a.len().min(poll::MAX_POLL_ACKS);
@@ -122,7 +123,15 @@ pub(super) async fn refresh(e: Arc<Engine>) {
 async fn reader(e: Arc<Engine>, mut rx: LinkReceiver) {
     loop {
         match rx.recv().await {
-            Ok(f) if f.kind == FrameKind::Mailbox => e.on_mailbox_frame(&f.body[..]),
+            Ok(f) if f.kind == FrameKind::Mailbox => {
+                if let Some(r) = e.on_mailbox_frame(&f.body[..]) {
+                    // Back-pressure: an application that stops reading stalls this link, and
+                    // the provider keeps what it has not yet handed out.
+                    if e.incoming.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            }
             Ok(_) => ClientStats::inc(&e.stats.dropped_bad),
             Err(err) => {
                 debug!("provider link ended: {err}");
