@@ -5,6 +5,8 @@ use super::*;
 pub(super) async fn worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Vec<u8>>) {
     while let Some(bytes) = rx.recv().await {
         handle_packet(&inner, &bytes).await;
+        // Unwrapping is CPU work: let other tasks (links, timers) run between packets.
+        tokio::task::yield_now().await;
     }
 }
 

@@ -3,20 +3,27 @@
 
 use super::*;
 
-async fn poisson_sleep(rng: &mut StdRng, rate: f64) {
-    let secs = if rate > 0.0 {
+/// The next send time of a Poisson stream: the previous deadline plus an Exp(1/rate) gap,
+/// but never in the past (a stalled stream sends one frame at once, never a burst).
+fn next_deadline(rng: &mut StdRng, prev: Instant, rate: f64) -> Instant {
+    let gap = if rate > 0.0 {
         exp_sample(rng, 1.0 / rate)
     } else {
         1.0
     };
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    (prev + Duration::from_secs_f64(gap)).max(Instant::now())
 }
 
+/// The Poisson(λ) stream. The packet for each slot is built before the slot's deadline, so
+/// when a frame leaves depends only on the timer, never on what the frame carries.
 pub(super) async fn send_stream(e: Arc<Engine>) {
     let mut rng = StdRng::from_entropy();
+    let mut next = Instant::now();
     loop {
-        poisson_sleep(&mut rng, e.document().params.lambda_per_s).await;
-        if let Some((first, p, real)) = e.next_packet() {
+        next = next_deadline(&mut rng, next, e.document().params.lambda_per_s);
+        let packet = e.next_packet();
+        tokio::time::sleep_until(next).await;
+        if let Some((first, p, real)) = packet {
             ClientStats::inc(if real {
                 &e.stats.sent_real
             } else {
@@ -27,11 +34,15 @@ pub(super) async fn send_stream(e: Arc<Engine>) {
     }
 }
 
+/// The loop-cover stream, scheduled the same way.
 pub(super) async fn loop_stream(e: Arc<Engine>) {
     let mut rng = StdRng::from_entropy();
+    let mut next = Instant::now();
     loop {
-        poisson_sleep(&mut rng, e.document().params.loop_per_s).await;
-        if let Some((first, p)) = e.loop_packet() {
+        next = next_deadline(&mut rng, next, e.document().params.loop_per_s);
+        let packet = e.loop_packet();
+        tokio::time::sleep_until(next).await;
+        if let Some((first, p)) = packet {
             ClientStats::inc(&e.stats.sent_loops);
             e.emit(Frame::submit(first, p.as_bytes()));
         }
