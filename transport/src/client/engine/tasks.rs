@@ -14,13 +14,17 @@ fn next_deadline(rng: &mut StdRng, prev: Instant, rate: f64) -> Instant {
     (prev + Duration::from_secs_f64(gap)).max(Instant::now())
 }
 
-/// The Poisson(λ) stream. The packet for each slot is built before the slot's deadline, so
-/// when a frame leaves depends only on the timer, never on what the frame carries.
+/// How long before a slot's deadline its packet is built (building takes well under this).
+const BUILD_MARGIN: Duration = Duration::from_millis(5);
+
+/// The Poisson(λ) stream. The packet for each slot is built [`BUILD_MARGIN`] before the slot's
+/// deadline, so when a frame leaves depends only on the timer, never on what it carries.
 pub(super) async fn send_stream(e: Arc<Engine>) {
     let mut rng = StdRng::from_entropy();
     let mut next = Instant::now();
     loop {
         next = next_deadline(&mut rng, next, e.document().params.lambda_per_s);
+        tokio::time::sleep_until(next.checked_sub(BUILD_MARGIN).unwrap_or(next)).await;
         let packet = e.next_packet();
         tokio::time::sleep_until(next).await;
         if let Some((first, p, real)) = packet {
@@ -40,6 +44,7 @@ pub(super) async fn loop_stream(e: Arc<Engine>) {
     let mut next = Instant::now();
     loop {
         next = next_deadline(&mut rng, next, e.document().params.loop_per_s);
+        tokio::time::sleep_until(next.checked_sub(BUILD_MARGIN).unwrap_or(next)).await;
         let packet = e.loop_packet();
         tokio::time::sleep_until(next).await;
         if let Some((first, p)) = packet {
