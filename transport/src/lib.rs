@@ -10,6 +10,7 @@ mod counters;
 pub mod client;
 pub mod directory;
 pub mod link;
+pub mod local;
 pub mod node;
 pub mod packet;
 pub mod util;

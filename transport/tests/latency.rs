@@ -62,9 +62,9 @@ fn model(p: &TrafficParams, n: usize) -> Vec<f64> {
 
 async fn measure(params: TrafficParams, n: usize, spacing: Duration) -> Vec<f64> {
     let poll_per_s = params.poll_per_s;
-    let net = TestNet::start(params, 2, 2).await;
-    let a = net.client(0, 0, Arc::new(MemoryOutbox::default())).await;
-    let mut b = net.client(1, 1, Arc::new(MemoryOutbox::default())).await;
+    let net = start_net(params, 2, 2).await;
+    let a = client(&net, 0, 0, Arc::new(MemoryOutbox::default())).await;
+    let mut b = client(&net, 1, 1, Arc::new(MemoryOutbox::default())).await;
     let ba = b.address();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut out = vec![];

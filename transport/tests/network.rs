@@ -76,12 +76,12 @@ async fn wait_counter(net: &TestNet, name: &str, at_least: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_delivers_exactly_once_through_failures() {
-    let mut net = TestNet::start(fast_params(), 2, 2).await;
+    let mut net = start_net(fast_params(), 2, 2).await;
     let obs: Vec<Arc<MemoryOutbox>> = (0..4).map(|_| Arc::new(MemoryOutbox::default())).collect();
-    let a = net.client(0, 0, obs[0].clone()).await;
-    let b = net.client(1, 0, obs[1].clone()).await;
-    let mut c = net.client(2, 1, obs[2].clone()).await;
-    let mut d = net.client(3, 1, obs[3].clone()).await;
+    let a = client(&net, 0, 0, obs[0].clone()).await;
+    let b = client(&net, 1, 0, obs[1].clone()).await;
+    let mut c = client(&net, 2, 1, obs[2].clone()).await;
+    let mut d = client(&net, 3, 1, obs[3].clone()).await;
     let (ca, da) = (c.address(), d.address());
 
     // 1. Sizes from 1 B to 64 KiB, two senders, two receivers, plus one the other way.
@@ -121,7 +121,7 @@ async fn network_delivers_exactly_once_through_failures() {
         .iter()
         .map(|m| a.send(&ca, m.clone()).unwrap())
         .collect();
-    net.mixes[0].kill().await;
+    net.mixes[0].stop();
     for h in handles {
         assert_eq!(
             timeout(WAIT, h.outcome()).await.unwrap(),
@@ -131,7 +131,7 @@ async fn network_delivers_exactly_once_through_failures() {
     check_exactly(&collect(&mut c, msgs.len()).await, &msgs);
 
     // 3. The receivers' provider restarts (same keys, same mailbox store).
-    net.providers[1].kill().await;
+    net.providers[1].stop();
     let msgs: Vec<_> = (0..4).map(|i| message(400 + i, 700)).collect();
     let handles: Vec<_> = msgs
         .iter()
@@ -142,7 +142,7 @@ async fn network_delivers_exactly_once_through_failures() {
         net.providers[1].cfg.clone(),
         net.providers[1].mailboxes.clone(),
     );
-    net.providers[1] = RunningNode::start(cfg, store).await;
+    net.providers[1] = RunningNode::start(cfg, store).await.unwrap();
     for h in handles {
         assert_eq!(
             timeout(WAIT, h.outcome()).await.unwrap(),
@@ -163,7 +163,7 @@ async fn network_delivers_exactly_once_through_failures() {
             .len(&da.mailbox)
             > 0
     );
-    let mut d = net.client(3, 1, obs[3].clone()).await;
+    let mut d = client(&net, 3, 1, obs[3].clone()).await;
     assert_eq!(d.address(), da);
     check_exactly(&collect(&mut d, msgs.len()).await, &msgs);
 
@@ -187,7 +187,7 @@ async fn network_delivers_exactly_once_through_failures() {
         timeout(WAIT, h.outcome()).await.unwrap(),
         Outcome::Delivered
     );
-    let mut d = net.client(3, 1, obs[3].clone()).await;
+    let mut d = client(&net, 3, 1, obs[3].clone()).await;
     if !completed_before_crash {
         check_exactly(&collect(&mut d, 1).await, &big);
     }
@@ -204,7 +204,7 @@ async fn network_delivers_exactly_once_through_failures() {
     assert_eq!(resp.unwrap(), message(600, 3000));
 
     // 6. Bad input: dropped and counted, nothing else disturbed.
-    let sd = fetch_document(net.dir_addr, None).await.unwrap();
+    let sd = fetch_document(net.directory, None).await.unwrap();
     let doc = sd.verify(&[net.authority], 1, now_ms()).unwrap();
     let hop = |id| {
         let n = doc.node(id).unwrap();

@@ -120,16 +120,16 @@ fn idle_and_busy_look_the_same() {
     };
     let log: Log = Arc::default();
     let (net, paddr, proxy_task, b) = net_rt.block_on(async {
-        let net = TestNet::start(params, 1, 1).await;
+        let net = start_net(params, 1, 1).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let paddr = listener.local_addr().unwrap().to_string();
         let prov_addr = net.providers[0].addr.to_string();
         let proxy_task = tokio::spawn(proxy(listener, prov_addr, log.clone()));
-        let b = net.client(1, 0, Arc::new(MemoryOutbox::default())).await;
+        let b = client(&net, 1, 0, Arc::new(MemoryOutbox::default())).await;
         (net, paddr, proxy_task, b)
     });
     let ba = b.address();
-    let mut cfg = net.client_cfg(0, 0, Arc::new(MemoryOutbox::default()));
+    let mut cfg = client_cfg(&net, 0, 0, Arc::new(MemoryOutbox::default()));
     cfg.provider_address_override = Some(paddr);
 
     let (idle_from, idle_to, busy_from, busy_to, real_sent) = client_rt.block_on(async {
