@@ -8,6 +8,7 @@
 mod counters;
 
 pub mod client;
+pub mod config;
 pub mod directory;
 pub mod link;
 pub mod local;
