@@ -189,6 +189,12 @@ impl Client {
         self.engine.address.clone()
     }
 
+    /// The directory document in use (refreshed periodically): nodes, parameters and the
+    /// published gateway descriptors.
+    pub fn document(&self) -> Arc<crate::directory::Document> {
+        self.engine.current_document()
+    }
+
     /// Counters.
     pub fn stats(&self) -> Arc<ClientStats> {
         self.engine.stats.clone()

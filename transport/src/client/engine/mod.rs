@@ -202,6 +202,10 @@ impl Engine {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn current_document(&self) -> Arc<Document> {
+        self.document()
+    }
+
     fn document(&self) -> Arc<Document> {
         self.doc.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
