@@ -255,6 +255,14 @@ impl Inner {
         now_ms() / self.cfg.epoch_ms.max(1)
     }
 
+    /// The current epoch, and whether we are in its last tenth (when senders with a clock
+    /// slightly ahead may already use the next epoch's key).
+    fn epoch_position(&self) -> (u64, bool) {
+        let len = self.cfg.epoch_ms.max(1);
+        let now = now_ms();
+        (now / len, now % len >= len - len / 10)
+    }
+
     fn document(&self) -> Option<Arc<Document>> {
         self.doc.borrow().clone()
     }

@@ -12,7 +12,8 @@ pub(super) async fn worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Vec<u8>>) {
 
 async fn handle_packet(inner: &Inner, bytes: &[u8]) {
     let st = &inner.stats;
-    match inner.keys.process(inner.epoch(), bytes) {
+    let (epoch, near_end) = inner.epoch_position();
+    match inner.keys.process(epoch, near_end, bytes) {
         Err(PacketError::BadMac) | Err(PacketError::BadKey) => NodeStats::inc(&st.dropped_bad_mac),
         Err(PacketError::Replay) => NodeStats::inc(&st.dropped_replay),
         Err(_) => NodeStats::inc(&st.dropped_malformed),
