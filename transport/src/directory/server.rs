@@ -286,7 +286,7 @@ pub async fn fetch_document(
 }
 
 /// Publishes (or refreshes) a gateway's signed descriptor; republish at least once per
-/// [`GATEWAY_TTL_EPOCHS`] epochs.
+/// 24 epochs (descriptors not republished for that long are dropped).
 pub async fn publish_gateway(addr: SocketAddr, entry: &GatewayEntry) -> Result<(), DirectoryError> {
     match call(addr, &Request::Publish(entry.clone())).await? {
         Response::Registered => Ok(()),
