@@ -33,6 +33,13 @@ fn message(tag: u32, len: usize) -> Vec<u8> {
     v
 }
 
+/// A client on provider 1 that confirms messages explicitly (at-least-once mode).
+async fn receiver(net: &TestNet, i: usize, outbox: Arc<MemoryOutbox>) -> Client {
+    let mut cfg = client_cfg(net, i, 1, outbox);
+    cfg.auto_confirm = false;
+    Client::start(cfg).await.unwrap()
+}
+
 async fn collect(c: &mut Client, n: usize) -> Vec<Received> {
     let mut out = vec![];
     while out.len() < n {
@@ -40,6 +47,8 @@ async fn collect(c: &mut Client, n: usize) -> Vec<Received> {
             .await
             .expect("receive timed out")
             .expect("client stopped");
+        // Receivers c and d confirm after "storing" (auto_confirm off); others ignore it.
+        c.confirm(r.id);
         out.push(r);
     }
     out
@@ -80,8 +89,8 @@ async fn network_delivers_exactly_once_through_failures() {
     let obs: Vec<Arc<MemoryOutbox>> = (0..4).map(|_| Arc::new(MemoryOutbox::default())).collect();
     let a = client(&net, 0, 0, obs[0].clone()).await;
     let b = client(&net, 1, 0, obs[1].clone()).await;
-    let mut c = client(&net, 2, 1, obs[2].clone()).await;
-    let mut d = client(&net, 3, 1, obs[3].clone()).await;
+    let mut c = receiver(&net, 2, obs[2].clone()).await;
+    let mut d = receiver(&net, 3, obs[3].clone()).await;
     let (ca, da) = (c.address(), d.address());
 
     // 1. Sizes from 1 B to 64 KiB, two senders, two receivers, plus one the other way.
@@ -163,7 +172,7 @@ async fn network_delivers_exactly_once_through_failures() {
             .len(&da.mailbox)
             > 0
     );
-    let mut d = client(&net, 3, 1, obs[3].clone()).await;
+    let mut d = receiver(&net, 3, obs[3].clone()).await;
     assert_eq!(d.address(), da);
     check_exactly(&collect(&mut d, msgs.len()).await, &msgs);
 
@@ -187,7 +196,7 @@ async fn network_delivers_exactly_once_through_failures() {
         timeout(WAIT, h.outcome()).await.unwrap(),
         Outcome::Delivered
     );
-    let mut d = client(&net, 3, 1, obs[3].clone()).await;
+    let mut d = receiver(&net, 3, obs[3].clone()).await;
     if !completed_before_crash {
         check_exactly(&collect(&mut d, 1).await, &big);
     }

@@ -95,6 +95,8 @@ pub(crate) struct Engine {
     to_ack: Mutex<Vec<u64>>,
     /// Mailbox items of messages not yet complete, acknowledged when they complete.
     held: Mutex<HeldAcks>,
+    /// Messages handed to the application and not yet confirmed (`auto_confirm = false`).
+    awaiting: Mutex<HashMap<MsgId, (MsgId, Kind)>>,
 }
 
 fn response_id(req: &MsgId) -> MsgId {
@@ -180,6 +182,7 @@ impl Engine {
             out,
             to_ack: Mutex::new(Vec::new()),
             held: Mutex::new(HashMap::new()),
+            awaiting: Mutex::new(HashMap::new()),
             cfg,
         });
         for (id, e) in engine.cfg.outbox.list() {

@@ -70,6 +70,28 @@ impl Engine {
         out
     }
 
+    /// The application stored message `id`: record it and release its poll acknowledgements.
+    pub(crate) fn confirm(&self, id: MsgId) {
+        let key = self
+            .awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let Some(key) = key else { return };
+        self.cfg.outbox.mark_received(&id);
+        let ids = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+            .map(|h| h.1)
+            .unwrap_or_default();
+        self.to_ack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ids);
+    }
+
     /// Moves acknowledgements held longer than `age` (messages that never completed) to the
     /// acknowledgement list, so the provider stops offering them.
     pub(super) fn release_stale(&self, age: Duration) {
@@ -146,11 +168,25 @@ impl Engine {
             Ok(Added::Pending) => (Disposition::Hold(key), None),
             Ok(Added::Duplicate) => {
                 ClientStats::inc(&self.stats.duplicates);
-                (Disposition::Release(key), None)
+                let awaiting = self
+                    .awaiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&h.id);
+                if awaiting {
+                    (Disposition::Hold(key), None)
+                } else {
+                    (Disposition::Release(key), None)
+                }
             }
             Ok(Added::Complete(h, msg)) => {
                 drop(st);
-                if !self.cfg.outbox.mark_received(&h.id) {
+                let fresh = if self.cfg.auto_confirm {
+                    self.cfg.outbox.mark_received(&h.id)
+                } else {
+                    !self.cfg.outbox.was_received(&h.id)
+                };
+                if !fresh {
                     ClientStats::inc(&self.stats.duplicates);
                     return (Disposition::Release(key), None);
                 }
@@ -163,12 +199,19 @@ impl Engine {
                         reply: None,
                     })
                 };
-                if r.is_some() {
-                    ClientStats::inc(&self.stats.received);
-                } else {
+                if r.is_none() {
                     ClientStats::inc(&self.stats.dropped_bad);
+                    return (Disposition::Release(key), None);
                 }
-                (Disposition::Release(key), r)
+                ClientStats::inc(&self.stats.received);
+                if self.cfg.auto_confirm {
+                    return (Disposition::Release(key), r);
+                }
+                self.awaiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(h.id, key);
+                (Disposition::Hold(key), r)
             }
             Err(_) => {
                 ClientStats::inc(&self.stats.dropped_bad);
