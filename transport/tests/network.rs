@@ -122,6 +122,14 @@ async fn network_delivers_exactly_once_through_failures() {
     check_exactly(&gd, &to_d);
     check_exactly(&ga, &to_a);
 
+    // 1b. A recipient whose provider is not in the directory: the send fails, nothing hangs.
+    let nowhere = Address {
+        provider: [0xaa; 16],
+        ..ca.clone()
+    };
+    let h = a.send(&nowhere, b"lost".to_vec()).unwrap();
+    assert_eq!(timeout(WAIT, h.outcome()).await.unwrap(), Outcome::Failed);
+
     // 2. A mix node dies mid-run: retransmission on fresh paths still delivers.
     let msgs: Vec<_> = (0..6)
         .map(|i| message(300 + i, 2000 + 500 * i as usize))

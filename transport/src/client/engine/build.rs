@@ -52,7 +52,14 @@ impl Engine {
     pub(super) fn next_packet(&self) -> Option<(NodeId, Packet, bool)> {
         let doc = self.document();
         let mut st = self.state();
-        while let Some(job) = st.queue.pop_front() {
+        // Each queued job is looked at most once per slot (jobs that cannot be built now go
+        // to the back of the queue).
+        let mut budget = st.queue.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some(job) = st.queue.pop_front() else {
+                break;
+            };
             match job {
                 Job::Reply { surb, body } => {
                     if let Ok((first, p)) = surb.into_packet(&body) {
@@ -69,12 +76,21 @@ impl Engine {
                     let to = m.to.clone();
                     let body = m.frags[idx].clone();
                     let attempt = m.attempts[idx];
-                    let fwd = self.route(&mut st, &doc, to.provider)?;
-                    let back = self.route(&mut st, &doc, self.address.provider)?;
-                    let State { rng, .. } = &mut *st;
-                    let (ack, secret) = create_surb(rng, &back, &self.mailbox).ok()?;
-                    let p =
-                        create_forward(rng, &fwd, &to.mailbox, &to.key, Some(&ack), &body).ok()?;
+                    let built = (|| {
+                        let fwd = self.route(&mut st, &doc, to.provider)?;
+                        let back = self.route(&mut st, &doc, self.address.provider)?;
+                        let State { rng, .. } = &mut *st;
+                        let (ack, secret) = create_surb(rng, &back, &self.mailbox).ok()?;
+                        let p = create_forward(rng, &fwd, &to.mailbox, &to.key, Some(&ack), &body)
+                            .ok()?;
+                        Some((fwd, back, secret, p))
+                    })();
+                    let Some((fwd, back, secret, p)) = built else {
+                        // No route now (e.g. the recipient's provider left the directory):
+                        // count it as a failed attempt and try again later.
+                        self.build_failed(&mut st, msg, idx);
+                        continue;
+                    };
                     let nodes = fwd[..3].iter().chain(&back[..3]).map(|h| h.id).collect();
                     if let Some(m) = st.messages.get_mut(&msg) {
                         m.status[idx] = Status::InFlight;
@@ -95,6 +111,19 @@ impl Engine {
         }
         drop(st);
         self.loop_packet().map(|(n, p)| (n, p, false))
+    }
+
+    fn build_failed(&self, st: &mut State, msg: MsgId, idx: usize) {
+        let Some(m) = st.messages.get_mut(&msg) else {
+            return;
+        };
+        m.attempts[idx] += 1;
+        if m.attempts[idx] > self.cfg.max_retries {
+            m.status[idx] = Status::Failed;
+            self.evaluate(st, &msg);
+        } else {
+            st.queue.push_back(Job::Fragment { msg, idx });
+        }
     }
 
     /// Loop cover: a packet to our own mailbox, with its own acknowledgement, built exactly
