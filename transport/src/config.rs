@@ -204,6 +204,39 @@ mod tests {
         p
     }
 
+    /// The documented example files in `transport/config/` parse (key files redirected).
+    #[test]
+    fn example_files_parse() {
+        let d = std::env::temp_dir().join(format!("mixgate-examples-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["mixnode.toml", "provider.toml", "directory.toml"] {
+            let text = std::fs::read_to_string(root.join(name)).unwrap();
+            let key = d.join(format!("{name}.key"));
+            let text: String = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("key_file") {
+                        format!("key_file = \"{}\"", key.display())
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let p = write(&d, name, &text);
+            if name == "directory.toml" {
+                let c = DirectoryFile::load(&p).unwrap();
+                assert_eq!(c.params, TrafficParams::default());
+                assert_eq!(c.allowed, Some(vec![]));
+            } else {
+                let c = NodeFile::load(&p).unwrap();
+                assert_eq!(c.epoch_ms, 3_600_000);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn node_and_directory_files() {
         let d = std::env::temp_dir().join(format!("mixgate-config-{}", std::process::id()));
