@@ -116,6 +116,11 @@ impl DirectoryServer {
 
     /// Serves until the task is dropped.
     pub async fn run(self) {
+        tracing::info!(
+            authority = %data_encoding::HEXLOWER.encode(&self.authority()),
+            addr = ?self.listener.local_addr().ok(),
+            "directory starting"
+        );
         loop {
             let Ok((sock, _)) = self.listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;

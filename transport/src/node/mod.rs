@@ -225,7 +225,12 @@ impl Node {
             ingress_rx,
             delay_rx,
         } = self;
-        info!(role = ?inner.cfg.role, addr = %inner.address, "node starting");
+        info!(
+            role = ?inner.cfg.role,
+            addr = %inner.address,
+            identity = %data_encoding::HEXLOWER.encode(&inner.identity.verifying_key().to_bytes()),
+            "node starting"
+        );
         if let Some(b) = &inner.mailboxes {
             b.requeue_all();
         }
