@@ -35,6 +35,7 @@ async fn main() {
     let t = Instant::now();
     let sent = alice
         .send(&bob_addr, b"hello through the mixnet".to_vec())
+        .await
         .unwrap();
     let got = bob.recv().await.unwrap();
     eprintln!(

@@ -203,14 +203,15 @@ impl LocalMixnet {
         c
     }
 
-    /// Restarts provider `i` with the same keys, port and mailbox store.
+    /// Restarts provider `i` with the same keys and port. Like a real provider process it
+    /// comes back with empty mailboxes (providers keep nothing but keys); senders' end-to-end
+    /// confirmations make up for what it lost.
     pub async fn restart_provider(&mut self, i: usize) -> Result<(), NodeError> {
         let Some(old) = self.providers.get(i) else {
             return Ok(());
         };
         old.stop();
-        let (cfg, store) = (old.cfg.clone(), old.mailboxes.clone());
-        let new = LocalNode::start(cfg, store).await?;
+        let new = LocalNode::start(old.cfg.clone(), None).await?;
         self.providers[i] = new;
         Ok(())
     }

@@ -41,7 +41,7 @@ async fn messages_cross_epoch_boundaries() {
     for i in 0..16u32 {
         let m = format!("epoch message {i}").into_bytes();
         sent.insert(m.clone());
-        handles.push(a.send(&b.address(), m).unwrap());
+        handles.push(a.send(&b.address(), m).await.unwrap());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let last_epoch = now_ms() / epoch_ms;

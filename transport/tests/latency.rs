@@ -70,7 +70,10 @@ async fn measure(params: TrafficParams, n: usize, spacing: Duration) -> Vec<f64>
     let mut out = vec![];
     for i in 0..n {
         let t0 = Instant::now();
-        let _h = a.send(&ba, (i as u32).to_be_bytes().to_vec()).unwrap();
+        let _h = a
+            .send(&ba, (i as u32).to_be_bytes().to_vec())
+            .await
+            .unwrap();
         let r = tokio::time::timeout(Duration::from_secs(60), b.recv())
             .await
             .unwrap()

@@ -143,10 +143,10 @@ fn idle_and_busy_look_the_same() {
 
         // Busy: keep the send queue non-empty for the whole window.
         let msgs: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 12_000]).collect();
-        let handles: Vec<_> = msgs
-            .iter()
-            .map(|m| a.send(&ba, m.clone()).unwrap())
-            .collect();
+        let mut handles = Vec::with_capacity(msgs.len());
+        for m in &msgs {
+            handles.push(a.send(&ba, m.clone()).await.unwrap());
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let busy_from = Instant::now();
         tokio::time::sleep(window).await;

@@ -15,9 +15,15 @@ crate::counters!(
         frames_out,
         /// Acknowledgements received.
         acks,
-        /// Retransmissions.
+        /// Fragment retransmissions (a SURB-ACK did not come in time).
         retransmits,
-        /// Messages delivered (sender side).
+        /// Whole-message retransmissions (the end-to-end confirmation did not come in time).
+        resends,
+        /// End-to-end confirmations received (sender side).
+        confirmations,
+        /// End-to-end confirmations queued (receiver side, including repeats for duplicates).
+        confirms_sent,
+        /// Messages delivered: confirmed by the recipient (sender side).
         delivered,
         /// Messages failed (sender side).
         failed,

@@ -1,7 +1,9 @@
 //! The client's state machine and its tasks.
 
 mod build;
+mod confirm;
 mod receive;
+mod send;
 mod tasks;
 
 use tasks::{link_task, loop_stream, poll_stream, refresh, send_stream, timer};
@@ -48,13 +50,39 @@ enum Status {
     Failed,
 }
 
+/// One transmission: the fragments of one encoding of a message, each retried on its own
+/// SURB-ACK until the recipient's provider stored enough of them.
 struct OutMsg {
     to: Address,
     frags: Vec<Vec<u8>>,
     status: Vec<Status>,
     attempts: Vec<u32>,
     k: usize,
-    tx: Option<oneshot::Sender<Outcome>>,
+    /// The outbox message this transmission carries (`None`: a request).
+    parent: Option<MsgId>,
+}
+
+/// A message accepted by `send`, kept until the recipient confirms it end to end.
+struct Sending {
+    to: Address,
+    bytes: Vec<u8>,
+    /// Transmissions started so far.
+    sends: u32,
+    /// The current transmission, while its fragments are not yet all stored.
+    current: Option<MsgId>,
+    /// When to transmit again if no confirmation came (set once a transmission is stored).
+    deadline: Option<Instant>,
+    /// Confirmation SURB ids of every transmission (any of them may answer).
+    surbs: Vec<[u8; 16]>,
+    handle: Option<oneshot::Sender<Outcome>>,
+}
+
+/// A received message handed to the application and not yet confirmed.
+struct Awaiting {
+    /// Transmissions (reassembly keys) whose provider acknowledgements are held for it.
+    keys: Vec<(MsgId, Kind)>,
+    /// The newest confirmation reply block (`None` for requests: the response answers them).
+    surb: Option<Box<Surb>>,
 }
 
 struct AckWait {
@@ -70,11 +98,22 @@ struct State {
     pending: HashMap<[u8; 16], AckWait>,
     cover: HashMap<[u8; 16], Instant>,
     messages: HashMap<MsgId, OutMsg>,
+    sends: HashMap<MsgId, Sending>,
+    confirms: HashMap<[u8; 16], (SurbSecret, MsgId)>,
     replies: HashMap<[u8; 16], SurbSecret>,
     waiting: HashMap<MsgId, oneshot::Sender<Vec<u8>>>,
     reasm: Reassembler,
     suspicion: HashMap<NodeId, u32>,
     rng: StdRng,
+}
+
+/// What `Engine::start` hands to the `Client`.
+pub(crate) struct Started {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) incoming: mpsc::Receiver<Received>,
+    pub(crate) tasks: JoinSet<()>,
+    /// Handles of the messages resent from the outbox.
+    pub(crate) resumed: Vec<SendHandle>,
 }
 
 /// Poll-answer ids held per incomplete message, with the time the first arrived.
@@ -96,7 +135,9 @@ pub(crate) struct Engine {
     /// Mailbox items of messages not yet complete, acknowledged when they complete.
     held: Mutex<HeldAcks>,
     /// Messages handed to the application and not yet confirmed (`auto_confirm = false`).
-    awaiting: Mutex<HashMap<MsgId, (MsgId, Kind)>>,
+    awaiting: Mutex<HashMap<MsgId, Awaiting>>,
+    /// The runtime the client was started on (confirmations run their durable write there).
+    rt: tokio::runtime::Handle,
 }
 
 fn response_id(req: &MsgId) -> MsgId {
@@ -119,9 +160,7 @@ async fn fetch(cfg: &ClientConfig) -> Result<Document, ClientError> {
 }
 
 impl Engine {
-    pub(crate) async fn start(
-        cfg: ClientConfig,
-    ) -> Result<(Arc<Engine>, mpsc::Receiver<Received>, JoinSet<()>), ClientError> {
+    pub(crate) async fn start(cfg: ClientConfig) -> Result<Started, ClientError> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let doc = loop {
             match fetch(&cfg).await {
@@ -172,6 +211,8 @@ impl Engine {
                 pending: HashMap::new(),
                 cover: HashMap::new(),
                 messages: HashMap::new(),
+                sends: HashMap::new(),
+                confirms: HashMap::new(),
                 replies: HashMap::new(),
                 waiting: HashMap::new(),
                 reasm: Reassembler::default(),
@@ -183,13 +224,18 @@ impl Engine {
             to_ack: Mutex::new(Vec::new()),
             held: Mutex::new(HashMap::new()),
             awaiting: Mutex::new(HashMap::new()),
+            rt: tokio::runtime::Handle::current(),
             cfg,
         });
-        for (id, e) in engine.cfg.outbox.list() {
-            if let Err(err) = engine.enqueue(id, &e.to, &e.bytes, Kind::Data) {
-                warn!("outbox entry dropped: {err}");
-                engine.cfg.outbox.remove(&id);
+        let mut resumed = Vec::new();
+        for (id, e) in engine.cfg.outbox.list()? {
+            match engine.submit(id, e.to, e.bytes) {
+                Ok(h) => resumed.push(h),
+                Err(err) => warn!("outbox entry not resent: {err}"),
             }
+        }
+        if !resumed.is_empty() {
+            debug!(count = resumed.len(), "resending messages from the outbox");
         }
         let mut tasks = JoinSet::new();
         tasks.spawn(link_task(engine.clone(), out_rx));
@@ -198,7 +244,12 @@ impl Engine {
         tasks.spawn(poll_stream(engine.clone()));
         tasks.spawn(timer(engine.clone()));
         tasks.spawn(refresh(engine.clone()));
-        Ok((engine, incoming_rx, tasks))
+        Ok(Started {
+            engine,
+            incoming: incoming_rx,
+            tasks,
+            resumed,
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -213,58 +264,34 @@ impl Engine {
         self.doc.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Queues the fragments of one transmission `tx` of `content`; returns their number.
     fn enqueue(
         &self,
-        id: MsgId,
+        st: &mut State,
+        tx: MsgId,
+        parent: Option<MsgId>,
         to: &Address,
-        bytes: &[u8],
+        content: &[u8],
         kind: Kind,
-    ) -> Result<oneshot::Receiver<Outcome>, ClientError> {
-        let frags = fragment(&id, kind, bytes)?;
+    ) -> Result<usize, ClientError> {
+        let frags = fragment(&tx, kind, content)?;
         let n = frags.len();
         let k = parse_header(&frags[0]).map(|h| h.k).unwrap_or(n);
-        let (tx, rx) = oneshot::channel();
-        let mut st = self.state();
         st.messages.insert(
-            id,
+            tx,
             OutMsg {
                 to: to.clone(),
                 frags,
                 status: vec![Status::Queued; n],
                 attempts: vec![0; n],
                 k,
-                tx: Some(tx),
+                parent,
             },
         );
         for idx in 0..n {
-            st.queue.push_back(Job::Fragment { msg: id, idx });
+            st.queue.push_back(Job::Fragment { msg: tx, idx });
         }
-        Ok(rx)
-    }
-
-    pub(crate) fn send(
-        &self,
-        to: &Address,
-        bytes: Vec<u8>,
-        kind: Kind,
-        id: Option<MsgId>,
-    ) -> Result<SendHandle, ClientError> {
-        let id = id.unwrap_or_else(|| {
-            let mut b = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            b
-        });
-        let rx = self.enqueue(id, to, &bytes, kind)?;
-        if kind == Kind::Data {
-            self.cfg.outbox.put(
-                id,
-                OutboxEntry {
-                    to: to.clone(),
-                    bytes,
-                },
-            );
-        }
-        Ok(SendHandle { id, rx })
+        Ok(n)
     }
 
     pub(crate) fn request(
@@ -296,7 +323,8 @@ impl Engine {
             st.waiting.insert(response_id(&req_id), tx);
         }
         content.extend_from_slice(&bytes);
-        self.send(to, content, Kind::Request, Some(req_id))?;
+        let mut st = self.state();
+        self.enqueue(&mut st, req_id, None, to, &content, Kind::Request)?;
         Ok(rx)
     }
 

@@ -26,22 +26,19 @@ impl Engine {
                 lost = true;
             }
         }
-        let outcome = if ok {
-            Outcome::Delivered
-        } else if lost {
-            Outcome::Failed
-        } else {
+        if !ok && !lost {
+            return;
+        }
+        let Some(m) = st.messages.remove(id) else {
             return;
         };
-        if let Some(mut m) = st.messages.remove(id) {
-            if let Some(tx) = m.tx.take() {
-                let _ = tx.send(outcome);
-            }
-        }
-        self.cfg.outbox.remove(id);
-        match outcome {
-            Outcome::Delivered => ClientStats::inc(&self.stats.delivered),
-            Outcome::Failed => ClientStats::inc(&self.stats.failed),
+        match (m.parent, ok) {
+            // Stored at the recipient's provider: now wait for the recipient's confirmation.
+            (Some(parent), true) => self.on_stored(st, *id, parent, m.frags.len()),
+            // The recipient's provider could not store it within the retry budget.
+            (Some(parent), false) => self.resolve(st, parent, Outcome::Failed),
+            // Requests: the response (or its absence) is what the caller sees.
+            (None, _) => {}
         }
     }
 
@@ -50,11 +47,13 @@ impl Engine {
     /// The answer's item id is acknowledged to the provider in the next poll, except for
     /// fragments of a message still incomplete: those are held and acknowledged together when
     /// the message completes, so a gateway that crashes half-way gets them again.
-    pub(super) fn on_mailbox_frame(&self, body: &[u8]) -> Option<Received> {
+    pub(super) fn on_mailbox_frame(self: &Arc<Self>, body: &[u8]) -> Option<Received> {
         let (item, bytes) = poll::decode_answer(body)?;
+        // `held` is locked across dispatch so a concurrent confirmation cannot release a
+        // message's acknowledgements before this item joins them.
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let (disp, out) = self.dispatch(bytes);
         let mut acks = self.to_ack.lock().unwrap_or_else(|p| p.into_inner());
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match disp {
             Disposition::Ack => acks.push(item),
             Disposition::Hold(k) => held
@@ -67,36 +66,20 @@ impl Engine {
                 acks.push(item);
             }
         }
+        drop((acks, held));
+        if self.cfg.auto_confirm {
+            if let Some(r) = &out {
+                self.confirm(r.id);
+            }
+        }
         out
-    }
-
-    /// The application stored message `id`: record it and release its poll acknowledgements.
-    pub(crate) fn confirm(&self, id: MsgId) {
-        let key = self
-            .awaiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        let Some(key) = key else { return };
-        self.cfg.outbox.mark_received(&id);
-        let ids = self
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key)
-            .map(|h| h.1)
-            .unwrap_or_default();
-        self.to_ack
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(ids);
     }
 
     /// Moves acknowledgements held longer than `age` (messages that never completed) to the
     /// acknowledgement list, so the provider stops offering them.
     pub(super) fn release_stale(&self, age: Duration) {
-        let mut acks = self.to_ack.lock().unwrap_or_else(|p| p.into_inner());
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acks = self.to_ack.lock().unwrap_or_else(|p| p.into_inner());
         held.retain(|_, (t, ids)| {
             if t.elapsed() > age {
                 acks.append(ids);
@@ -133,6 +116,10 @@ impl Engine {
             ClientStats::inc(&self.stats.loops_received);
             return (Ack, None);
         }
+        if let Some((secret, id)) = st.confirms.remove(&d.surb_id) {
+            self.on_confirmation(&mut st, secret, id, &d.payload);
+            return (Ack, None);
+        }
         if let Some(secret) = st.replies.remove(&d.surb_id) {
             let Ok(b) = secret.open(&d.payload) else {
                 ClientStats::inc(&self.stats.dropped_bad);
@@ -156,7 +143,7 @@ impl Engine {
                 ClientStats::inc(&self.stats.loops_received);
                 return (Ack, None);
             }
-            Ok(h) if h.kind != Kind::Response => h,
+            Ok(h) if matches!(h.kind, Kind::Data | Kind::Request) => h,
             _ => {
                 ClientStats::inc(&self.stats.dropped_bad);
                 return (Ack, None);
@@ -168,12 +155,13 @@ impl Engine {
             Ok(Added::Pending) => (Disposition::Hold(key), None),
             Ok(Added::Duplicate) => {
                 ClientStats::inc(&self.stats.duplicates);
-                let awaiting = self
+                let held = self
                     .awaiting
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&h.id);
-                if awaiting {
+                    .values()
+                    .any(|a| a.keys.contains(&key));
+                if held {
                     (Disposition::Hold(key), None)
                 } else {
                     (Disposition::Release(key), None)
@@ -181,37 +169,16 @@ impl Engine {
             }
             Ok(Added::Complete(h, msg)) => {
                 drop(st);
-                let fresh = if self.cfg.auto_confirm {
-                    self.cfg.outbox.mark_received(&h.id)
+                let parsed = if h.kind == Kind::Request {
+                    parse_request(h.id, msg).map(|r| (r, None))
                 } else {
-                    !self.cfg.outbox.was_received(&h.id)
+                    parse_data(msg)
                 };
-                if !fresh {
-                    ClientStats::inc(&self.stats.duplicates);
-                    return (Disposition::Release(key), None);
-                }
-                let r = if h.kind == Kind::Request {
-                    parse_request(h.id, msg)
-                } else {
-                    Some(Received {
-                        id: h.id,
-                        bytes: msg,
-                        reply: None,
-                    })
-                };
-                if r.is_none() {
+                let Some((r, surb)) = parsed else {
                     ClientStats::inc(&self.stats.dropped_bad);
                     return (Disposition::Release(key), None);
-                }
-                ClientStats::inc(&self.stats.received);
-                if self.cfg.auto_confirm {
-                    return (Disposition::Release(key), r);
-                }
-                self.awaiting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(h.id, key);
-                (Disposition::Hold(key), r)
+                };
+                self.on_complete(key, r, surb)
             }
             Err(_) => {
                 ClientStats::inc(&self.stats.dropped_bad);
@@ -222,13 +189,27 @@ impl Engine {
 }
 
 /// What to do with a poll answer's acknowledgement.
-enum Disposition {
+pub(super) enum Disposition {
     /// Acknowledge in the next poll.
     Ack,
-    /// Hold until the message completes.
+    /// Hold until the message completes (and, once complete, until it is confirmed).
     Hold((MsgId, Kind)),
     /// The message completed (or was a duplicate): acknowledge it and everything held for it.
     Release((MsgId, Kind)),
+}
+
+/// Splits a data transmission into the message id, its confirmation SURB and the bytes.
+fn parse_data(msg: Vec<u8>) -> Option<(Received, Option<Box<Surb>>)> {
+    let id: MsgId = msg.get(..16)?.try_into().ok()?;
+    let surb = Surb::from_bytes(msg.get(16..send::DATA_PREFIX)?).ok()?;
+    Some((
+        Received {
+            id,
+            bytes: msg.get(send::DATA_PREFIX..)?.to_vec(),
+            reply: None,
+        },
+        Some(Box::new(surb)),
+    ))
 }
 
 fn parse_request(id: MsgId, msg: Vec<u8>) -> Option<Received> {
