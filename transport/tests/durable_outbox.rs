@@ -127,3 +127,46 @@ async fn outbox_survives_sender_crash_and_delivers_exactly_once() {
         Outcome::Delivered
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_survives_requester_crash() {
+    let net = start_net(fast_params(), 2, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = client(&net, 1, 1, Arc::new(MemoryOutbox::default())).await;
+    let to = bob.address();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+
+    // The requester cannot reach its provider; its request is durable, then it crashes.
+    let ob = open_outbox(dir.path()).await;
+    let s1 = sender(&net, ob.clone(), Some(closed)).await;
+    let h = s1
+        .send_request(&to, b"backfill please".to_vec(), 3000, WAIT)
+        .await
+        .unwrap();
+    let first_id = h.id;
+    drop(h);
+    assert_eq!(ob.list().unwrap().len(), 1);
+    crash(s1, ob).await;
+
+    // The restarted requester re-issues it under a new id; bob answers; the response reaches
+    // the resumed handle and the request leaves the outbox.
+    let ob = open_outbox(dir.path()).await;
+    let mut s2 = sender(&net, ob.clone(), None).await;
+    let mut resumed = s2.take_resumed_requests();
+    assert_eq!(resumed.len(), 1);
+    let h = resumed.pop().unwrap();
+    assert_ne!(h.id, first_id);
+    let answer = vec![7u8; 3000];
+    let serve = async {
+        let r = timeout(WAIT, bob.recv()).await.unwrap().unwrap();
+        assert_eq!(r.bytes, b"backfill please");
+        bob.respond(r.reply.expect("reply token"), answer.clone())
+            .unwrap();
+    };
+    let (resp, ()) = tokio::join!(h.response(), serve);
+    assert_eq!(resp.unwrap(), answer);
+    assert!(ob.list().unwrap().is_empty());
+}

@@ -8,6 +8,7 @@ mod engine;
 mod fragment;
 mod outbox;
 mod outbox_store;
+mod request;
 mod stats;
 
 use std::net::SocketAddr;
@@ -21,8 +22,9 @@ use tokio::task::JoinSet;
 pub use fragment::{
     fragment, Added, FragError, Kind, MsgId, Reassembler, CHUNK, MAX_CONTENT, MAX_MESSAGE,
 };
-pub use outbox::{MemoryOutbox, Outbox, OutboxEntry, OutboxError};
+pub use outbox::{MemoryOutbox, Outbox, OutboxEntry, OutboxError, RequestEntry};
 pub use outbox_store::{StorageOutbox, RECEIVED_RETENTION_MS};
+pub use request::RequestHandle;
 pub use stats::ClientStats;
 
 use crate::directory::DirectoryError;
@@ -197,6 +199,7 @@ pub struct Client {
     engine: Arc<engine::Engine>,
     incoming: mpsc::Receiver<Received>,
     resumed: Vec<SendHandle>,
+    resumed_requests: Vec<RequestHandle>,
     _tasks: JoinSet<()>,
 }
 
@@ -208,6 +211,7 @@ impl Client {
             engine: s.engine,
             incoming: s.incoming,
             resumed: s.resumed,
+            resumed_requests: s.resumed_requests,
             _tasks: s.tasks,
         })
     }
@@ -216,6 +220,12 @@ impl Client {
     /// later calls return nothing.
     pub fn take_resumed(&mut self) -> Vec<SendHandle> {
         std::mem::take(&mut self.resumed)
+    }
+
+    /// Handles of the requests found in the outbox at start, still within their wait, and
+    /// re-issued under new ids with fresh reply blocks; later calls return nothing.
+    pub fn take_resumed_requests(&mut self) -> Vec<RequestHandle> {
+        std::mem::take(&mut self.resumed_requests)
     }
 
     /// This client's address.
@@ -254,12 +264,25 @@ impl Client {
         max_response: usize,
         wait: Duration,
     ) -> Result<Vec<u8>, ClientError> {
-        let rx = self.engine.request(to, bytes, max_response)?;
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(ClientError::Stopped),
-            Err(_) => Err(ClientError::Timeout),
-        }
+        self.send_request(to, bytes, max_response, wait)
+            .await?
+            .response()
+            .await
+    }
+
+    /// Sends a request like [`Client::request`] and returns once it is durable in the outbox;
+    /// the handle gives the response. If the client restarts within `wait`, the request is
+    /// re-issued ([`Client::take_resumed_requests`]).
+    pub async fn send_request(
+        &self,
+        to: &Address,
+        bytes: Vec<u8>,
+        max_response: usize,
+        wait: Duration,
+    ) -> Result<RequestHandle, ClientError> {
+        self.engine
+            .send_request(to, bytes, max_response, wait)
+            .await
     }
 
     /// Confirms that a received message is stored (only with `auto_confirm = false`): records

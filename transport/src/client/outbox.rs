@@ -11,13 +11,24 @@ use std::sync::Mutex;
 use super::fragment::MsgId;
 use super::Address;
 
-/// One queued outgoing message.
+/// One queued outgoing message or request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     /// Destination.
     pub to: Address,
-    /// Message bytes.
+    /// Message bytes (for a request: the request bytes, without reply blocks).
     pub bytes: Vec<u8>,
+    /// `Some` for a request awaiting its response.
+    pub request: Option<RequestEntry>,
+}
+
+/// What the outbox keeps about a request besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestEntry {
+    /// Largest response the reply blocks must carry.
+    pub max_response: u32,
+    /// When the caller stops waiting (ms since the Unix epoch); not re-issued after that.
+    pub expires_ms: u64,
 }
 
 /// Why the outbox could not be read or written.
@@ -40,7 +51,8 @@ pub trait Outbox: Send + Sync {
     /// lost in a crash only makes the message go out again, and the recipient drops it as a
     /// duplicate (and confirms it again).
     fn remove(&self, id: &MsgId) -> Result<(), OutboxError>;
-    /// Everything not yet resolved, oldest first (resent after a restart).
+    /// Everything not yet resolved, oldest first (resent, or for requests re-issued, after a
+    /// restart).
     fn list(&self) -> Result<Vec<(MsgId, OutboxEntry)>, OutboxError>;
     /// Records a received message id. It must be durable when this returns: the client
     /// confirms the message to its sender only after it.

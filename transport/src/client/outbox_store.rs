@@ -3,7 +3,9 @@
 //! Two raw tables:
 //! * `transport_outbox`: message id → `version (1) ‖ queue stamp (8, BE) ‖ provider (16) ‖
 //!   mailbox (16) ‖ key (32) ‖ bytes`; the stamp is a strictly increasing microsecond
-//!   clock reading, so `list` returns messages in the order they were accepted;
+//!   clock reading, so `list` returns messages in the order they were accepted; a request
+//!   is stored as version 2, with `max response (4, BE) ‖ expires at ms (8, BE)` before the
+//!   bytes;
 //! * `transport_received`: message id → received at ms (8, BE).
 //!
 //! `put` and `mark_received` flush before they return; `remove` does not (see [`Outbox`]).
@@ -16,12 +18,14 @@ use storage::{Batch, Db, RawTable};
 use tracing::warn;
 
 use super::fragment::MsgId;
-use super::outbox::{Outbox, OutboxEntry, OutboxError};
+use super::outbox::{Outbox, OutboxEntry, OutboxError, RequestEntry};
 use super::Address;
 use crate::util::now_ms;
 
 const VERSION: u8 = 1;
+const VERSION_REQUEST: u8 = 2;
 const FIXED: usize = 1 + 8 + 16 + 16 + 32;
+const REQUEST_FIXED: usize = 4 + 8;
 
 /// How long received ids are kept for duplicate suppression: 30 days, far longer than a
 /// sender retransmits (a sender offline for longer may deliver a duplicate, which
@@ -46,18 +50,26 @@ fn now_us() -> u64 {
 }
 
 fn encode(entry: &OutboxEntry, at: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(FIXED + entry.bytes.len());
-    v.push(VERSION);
+    let mut v = Vec::with_capacity(FIXED + REQUEST_FIXED + entry.bytes.len());
+    v.push(if entry.request.is_some() {
+        VERSION_REQUEST
+    } else {
+        VERSION
+    });
     v.extend_from_slice(&at.to_be_bytes());
     v.extend_from_slice(&entry.to.provider);
     v.extend_from_slice(&entry.to.mailbox);
     v.extend_from_slice(&entry.to.key);
+    if let Some(r) = entry.request {
+        v.extend_from_slice(&r.max_response.to_be_bytes());
+        v.extend_from_slice(&r.expires_ms.to_be_bytes());
+    }
     v.extend_from_slice(&entry.bytes);
     v
 }
 
 fn decode(v: &[u8]) -> Option<(u64, OutboxEntry)> {
-    if v.len() < FIXED || v[0] != VERSION {
+    if v.len() < FIXED || !(v[0] == VERSION || v[0] == VERSION_REQUEST) {
         return None;
     }
     let at = storage::u64_from_be(&v[1..9])?;
@@ -66,11 +78,22 @@ fn decode(v: &[u8]) -> Option<(u64, OutboxEntry)> {
         mailbox: v[25..41].try_into().ok()?,
         key: v[41..73].try_into().ok()?,
     };
+    let (request, rest) = if v[0] == VERSION_REQUEST {
+        let r = v.get(FIXED..FIXED + REQUEST_FIXED)?;
+        let request = RequestEntry {
+            max_response: u32::from_be_bytes(r[..4].try_into().ok()?),
+            expires_ms: storage::u64_from_be(&r[4..])?,
+        };
+        (Some(request), &v[FIXED + REQUEST_FIXED..])
+    } else {
+        (None, &v[FIXED..])
+    };
     Some((
         at,
         OutboxEntry {
             to,
-            bytes: v[FIXED..].to_vec(),
+            bytes: rest.to_vec(),
+            request,
         },
     ))
 }
@@ -173,6 +196,10 @@ mod tests {
                 key: [n + 2; 32],
             },
             bytes: vec![n; usize::from(n) * 100],
+            request: (n == 2).then_some(RequestEntry {
+                max_response: 3000,
+                expires_ms: 77,
+            }),
         }
     }
 

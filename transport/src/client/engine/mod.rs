@@ -3,6 +3,7 @@
 mod build;
 mod confirm;
 mod receive;
+mod request;
 mod send;
 mod tasks;
 
@@ -101,7 +102,8 @@ struct State {
     sends: HashMap<MsgId, Sending>,
     confirms: HashMap<[u8; 16], (SurbSecret, MsgId)>,
     replies: HashMap<[u8; 16], SurbSecret>,
-    waiting: HashMap<MsgId, oneshot::Sender<Vec<u8>>>,
+    /// Requests awaiting their response, by response id: the caller and the reply-block ids.
+    waiting: HashMap<MsgId, WaitingRequest>,
     reasm: Reassembler,
     suspicion: HashMap<NodeId, u32>,
     rng: StdRng,
@@ -114,7 +116,12 @@ pub(crate) struct Started {
     pub(crate) tasks: JoinSet<()>,
     /// Handles of the messages resent from the outbox.
     pub(crate) resumed: Vec<SendHandle>,
+    /// Handles of the requests re-issued from the outbox.
+    pub(crate) resumed_requests: Vec<super::RequestHandle>,
 }
+
+/// A request's caller and the ids of the reply blocks it sent.
+type WaitingRequest = (oneshot::Sender<Vec<u8>>, Vec<[u8; 16]>);
 
 /// Poll-answer ids held per incomplete message, with the time the first arrived.
 type HeldAcks = HashMap<(MsgId, Kind), (Instant, Vec<u64>)>;
@@ -228,7 +235,16 @@ impl Engine {
             cfg,
         });
         let mut resumed = Vec::new();
+        let mut resumed_requests = Vec::new();
         for (id, e) in engine.cfg.outbox.list()? {
+            if let Some(r) = e.request {
+                match engine.reissue(id, e, r) {
+                    Ok(Some(h)) => resumed_requests.push(h),
+                    Ok(None) => {}
+                    Err(err) => warn!("outbox request not re-issued: {err}"),
+                }
+                continue;
+            }
             match engine.submit(id, e.to, e.bytes) {
                 Ok(h) => resumed.push(h),
                 Err(err) => warn!("outbox entry not resent: {err}"),
@@ -249,6 +265,7 @@ impl Engine {
             incoming: incoming_rx,
             tasks,
             resumed,
+            resumed_requests,
         })
     }
 
@@ -292,54 +309,5 @@ impl Engine {
             st.queue.push_back(Job::Fragment { msg: tx, idx });
         }
         Ok(n)
-    }
-
-    pub(crate) fn request(
-        &self,
-        to: &Address,
-        bytes: Vec<u8>,
-        max_response: usize,
-    ) -> Result<oneshot::Receiver<Vec<u8>>, ClientError> {
-        let k = max_response.div_ceil(super::CHUNK).max(1);
-        let n = k + k.div_ceil(GROUP);
-        let mut req_id = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut req_id);
-        let doc = self.document();
-        let mut content = Vec::with_capacity(2 + n * SURB_SIZE + bytes.len());
-        content.extend_from_slice(&(n as u16).to_be_bytes());
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut st = self.state();
-            for _ in 0..n {
-                let route = self
-                    .route(&mut st, &doc, self.address.provider)
-                    .ok_or(ClientError::Topology("no route"))?;
-                let State { rng, .. } = &mut *st;
-                let (surb, secret) = create_surb(rng, &route, &self.mailbox)
-                    .map_err(|_| ClientError::Topology("bad route"))?;
-                content.extend_from_slice(&surb.to_bytes());
-                st.replies.insert(secret.id, secret);
-            }
-            st.waiting.insert(response_id(&req_id), tx);
-        }
-        content.extend_from_slice(&bytes);
-        let mut st = self.state();
-        self.enqueue(&mut st, req_id, None, to, &content, Kind::Request)?;
-        Ok(rx)
-    }
-
-    pub(crate) fn respond(&self, token: ReplyToken, bytes: Vec<u8>) -> Result<(), ClientError> {
-        let frags = fragment(&response_id(&token.id), Kind::Response, &bytes)?;
-        if frags.len() > token.surbs.len() {
-            return Err(ClientError::NoReplyBlocks);
-        }
-        let mut st = self.state();
-        for (body, surb) in frags.into_iter().zip(token.surbs) {
-            st.queue.push_back(Job::Reply {
-                surb: Box::new(surb),
-                body,
-            });
-        }
-        Ok(())
     }
 }

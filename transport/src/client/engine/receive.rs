@@ -127,7 +127,10 @@ impl Engine {
             };
             if let Ok(Added::Complete(h, msg)) = st.reasm.add(&b[..]) {
                 if h.kind == Kind::Response {
-                    if let Some(tx) = st.waiting.remove(&h.id) {
+                    if let Some((tx, surbs)) = st.waiting.remove(&h.id) {
+                        for s in surbs {
+                            st.replies.remove(&s);
+                        }
                         let _ = tx.send(msg);
                     }
                 }

@@ -28,11 +28,9 @@ impl Engine {
         let entry = OutboxEntry {
             to: to.clone(),
             bytes,
+            request: None,
         };
-        let outbox = self.cfg.outbox.clone();
-        let entry = tokio::task::spawn_blocking(move || outbox.put(&id, &entry).map(|()| entry))
-            .await
-            .map_err(|_| ClientError::Stopped)??;
+        let entry = self.persist(id, entry).await?;
         match self.submit(id, entry.to, entry.bytes) {
             Ok(h) => Ok(h),
             Err(e) => {
@@ -42,6 +40,19 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Writes an outbox entry durably (on the blocking pool) and gives it back.
+    pub(super) async fn persist(
+        &self,
+        id: MsgId,
+        entry: OutboxEntry,
+    ) -> Result<OutboxEntry, ClientError> {
+        let outbox = self.cfg.outbox.clone();
+        let entry = tokio::task::spawn_blocking(move || outbox.put(&id, &entry).map(|()| entry))
+            .await
+            .map_err(|_| ClientError::Stopped)??;
+        Ok(entry)
     }
 
     /// Starts sending an outbox message (new, or resent after a restart).
