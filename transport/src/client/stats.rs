@@ -35,6 +35,9 @@ crate::counters!(
         duplicates,
         /// Loop-cover packets that came back.
         loops_received,
+        /// Replies on reply blocks already done with (a confirmation of an earlier
+        /// transmission, a response fragment after the response completed): dropped quietly.
+        late_replies,
         /// Received packets that failed to open or parse (tagged, malformed).
         dropped_bad,
         /// Link reconnections.

@@ -101,6 +101,9 @@ struct State {
     messages: HashMap<MsgId, OutMsg>,
     sends: HashMap<MsgId, Sending>,
     confirms: HashMap<[u8; 16], (SurbSecret, MsgId)>,
+    /// Reply-block ids we stopped waiting on (answered, confirmed, given up): late packets on
+    /// them are expected and dropped quietly.
+    retired: Retired,
     replies: HashMap<[u8; 16], SurbSecret>,
     /// Requests awaiting their response, by response id: the caller and the reply-block ids.
     waiting: HashMap<MsgId, WaitingRequest>,
@@ -118,6 +121,32 @@ pub(crate) struct Started {
     pub(crate) resumed: Vec<SendHandle>,
     /// Handles of the requests re-issued from the outbox.
     pub(crate) resumed_requests: Vec<super::RequestHandle>,
+}
+
+/// The most recent reply-block ids given up on, bounded.
+#[derive(Default)]
+struct Retired {
+    set: std::collections::HashSet<[u8; 16]>,
+    order: VecDeque<[u8; 16]>,
+}
+
+impl Retired {
+    const MAX: usize = 4096;
+
+    fn add(&mut self, id: [u8; 16]) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &[u8; 16]) -> bool {
+        self.set.contains(id)
+    }
 }
 
 /// A request's caller and the ids of the reply blocks it sent.
@@ -220,6 +249,7 @@ impl Engine {
                 messages: HashMap::new(),
                 sends: HashMap::new(),
                 confirms: HashMap::new(),
+                retired: Retired::default(),
                 replies: HashMap::new(),
                 waiting: HashMap::new(),
                 reasm: Reassembler::default(),

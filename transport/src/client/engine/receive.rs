@@ -120,6 +120,10 @@ impl Engine {
             self.on_confirmation(&mut st, secret, id, &d.payload);
             return (Ack, None);
         }
+        if st.retired.contains(&d.surb_id) {
+            ClientStats::inc(&self.stats.late_replies);
+            return (Ack, None);
+        }
         if let Some(secret) = st.replies.remove(&d.surb_id) {
             let Ok(b) = secret.open(&d.payload) else {
                 ClientStats::inc(&self.stats.dropped_bad);
@@ -130,6 +134,7 @@ impl Engine {
                     if let Some((tx, surbs)) = st.waiting.remove(&h.id) {
                         for s in surbs {
                             st.replies.remove(&s);
+                            st.retired.add(s);
                         }
                         let _ = tx.send(msg);
                     }

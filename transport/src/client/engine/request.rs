@@ -112,6 +112,7 @@ impl Engine {
         if let Some((_, surbs)) = st.waiting.remove(&response_id(id)) {
             for s in surbs {
                 st.replies.remove(&s);
+                st.retired.add(s);
             }
         }
         drop(st);

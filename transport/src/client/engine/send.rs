@@ -173,6 +173,7 @@ impl Engine {
         }
         for s in &m.surbs {
             st.confirms.remove(s);
+            st.retired.add(*s);
         }
         if let Err(err) = self.cfg.outbox.remove(&id) {
             warn!("outbox: {err}");
