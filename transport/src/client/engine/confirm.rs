@@ -47,6 +47,7 @@ impl Engine {
             Awaiting {
                 keys: vec![key],
                 surb,
+                since: Instant::now(),
             },
         );
         ClientStats::inc(&self.stats.received);
@@ -93,6 +94,20 @@ impl Engine {
         }
         if let Some(surb) = a.surb {
             self.queue_confirmation(&mut self.state(), surb, id);
+        }
+    }
+
+    /// Forgets messages the application was given more than `age` ago and never confirmed
+    /// (their sender has given up by then). Not confirmed, they may be delivered again.
+    pub(super) fn forget_unconfirmed(&self, age: Duration) {
+        let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+        let before = awaiting.len();
+        awaiting.retain(|_, a| a.since.elapsed() < age);
+        if awaiting.len() < before {
+            warn!(
+                count = before - awaiting.len(),
+                "received messages never confirmed by the application were forgotten"
+            );
         }
     }
 

@@ -84,6 +84,8 @@ struct Awaiting {
     keys: Vec<(MsgId, Kind)>,
     /// The newest confirmation reply block (`None` for requests: the response answers them).
     surb: Option<Box<Surb>>,
+    /// When it was handed to the application.
+    since: Instant,
 }
 
 struct AckWait {

@@ -62,6 +62,7 @@ pub(super) async fn poll_stream(e: Arc<Engine>) {
         tokio::time::sleep_until(next).await;
         ClientStats::inc(&e.stats.polls);
         e.release_stale(Duration::from_secs(600));
+        e.forget_unconfirmed(Duration::from_secs(3600));
         let acks: Vec<u64> = {
             let mut a = e.to_ack.lock().unwrap_or_else(|p| p.into_inner());
             let n = a.len().min(poll::MAX_POLL_ACKS);
