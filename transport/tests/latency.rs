@@ -5,7 +5,8 @@
 //! Latency is from `send` to the receiver's `recv` for single-fragment messages, compared
 //! with a Monte-Carlo run of the Poisson model (Poisson send slots with the build margin,
 //! three mix delays Exp(μ), polling at a constant rate; the message completes with the first
-//! of its two packets).
+//! of its two packets). Also printed: the time from `send` to the `Delivered` outcome, which
+//! waits for the recipient's end-to-end confirmation to come back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -60,7 +61,7 @@ fn model(p: &TrafficParams, n: usize) -> Vec<f64> {
         .collect()
 }
 
-async fn measure(params: TrafficParams, n: usize, spacing: Duration) -> Vec<f64> {
+async fn measure(params: TrafficParams, n: usize, spacing: Duration) -> (Vec<f64>, Vec<f64>) {
     let poll_per_s = params.poll_per_s;
     let net = start_net(params, 2, 2).await;
     let a = client(&net, 0, 0, Arc::new(MemoryOutbox::default())).await;
@@ -68,9 +69,10 @@ async fn measure(params: TrafficParams, n: usize, spacing: Duration) -> Vec<f64>
     let ba = b.address();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut out = vec![];
+    let mut confirmed = vec![];
     for i in 0..n {
         let t0 = Instant::now();
-        let _h = a
+        let h = a
             .send(&ba, (i as u32).to_be_bytes().to_vec())
             .await
             .unwrap();
@@ -80,14 +82,19 @@ async fn measure(params: TrafficParams, n: usize, spacing: Duration) -> Vec<f64>
             .unwrap();
         assert_eq!(r.bytes, (i as u32).to_be_bytes());
         out.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let o = tokio::time::timeout(Duration::from_secs(60), h.outcome())
+            .await
+            .unwrap();
+        assert_eq!(o, transport::client::Outcome::Delivered);
+        confirmed.push(t0.elapsed().as_secs_f64() * 1000.0);
         // Random extra wait so that send times are not phase-locked to the poll schedule.
         let jitter = rand::thread_rng().gen_range(0.0..1.0 / poll_per_s);
         tokio::time::sleep(spacing + Duration::from_secs_f64(jitter)).await;
     }
-    out
+    (out, confirmed)
 }
 
-fn report(name: &str, p: &TrafficParams, mut got: Vec<f64>) {
+fn report(name: &str, p: &TrafficParams, (mut got, mut confirmed): (Vec<f64>, Vec<f64>)) {
     let mut m = model(p, 20_000);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     eprintln!(
@@ -102,6 +109,12 @@ fn report(name: &str, p: &TrafficParams, mut got: Vec<f64>) {
         pct(&mut m, 0.5),
         pct(&mut m, 0.9),
         mean(&m)
+    );
+    eprintln!(
+        "{name}: send → Delivered (the recipient's confirmation back): p50 {:.1} ms, p90 {:.1} ms, mean {:.1} ms",
+        pct(&mut confirmed, 0.5),
+        pct(&mut confirmed, 0.9),
+        mean(&confirmed)
     );
 }
 
