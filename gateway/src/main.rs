@@ -216,7 +216,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sled=warn".into()),
+                .unwrap_or_else(|_| "info,sled=warn,ruma_state_res=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
