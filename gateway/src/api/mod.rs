@@ -7,7 +7,20 @@ mod devices;
 mod e2ee_testing;
 mod extract;
 mod keys;
+mod message;
+mod rooms;
+mod sync;
 mod to_device;
+mod account_data;
+mod filter;
+mod media;
+mod misc;
+mod presence;
+mod profile;
+mod push;
+#[cfg(test)]
+mod testkit;
+mod user_directory;
 mod versions;
 
 use std::sync::Arc;
@@ -40,6 +53,15 @@ where
     router
 }
 
+/// A stored filter of `user` by id (the filter store lands with the account-data service).
+pub(crate) fn filter_by_id(
+    _gw: &Gateway,
+    _user: &ruma::UserId,
+    _id: &str,
+) -> crate::error::ApiResult<Option<serde_json::Value>> {
+    Ok(None)
+}
+
 async fn unrecognized() -> ApiError {
     ApiError::unrecognized("Unrecognized request")
 }
@@ -54,10 +76,21 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let mut r = Router::new();
     r = versions::routes(r);
     r = account::routes(r);
+    r = rooms::routes(r);
+    r = message::routes(r);
+    r = sync::routes(r);
     r = keys::routes(r);
     r = to_device::routes(r);
     r = backup::routes(r);
     r = devices::routes(r);
+    r = media::routes(r);
+    r = profile::routes(r);
+    r = user_directory::routes(r);
+    r = account_data::routes(r);
+    r = filter::routes(r);
+    r = push::routes(r);
+    r = presence::routes(r);
+    r = misc::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -3,11 +3,17 @@
 //! [`Gateway`] owns one instance of each service; handlers get it as axum state. Nothing here
 //! is global: tests run several gateways in one process.
 
+pub mod account_data;
 pub mod backup;
+pub mod ephemeral;
+pub mod filter;
 pub mod keys;
+pub mod media;
+pub mod presence;
 pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
+pub mod sync;
 pub mod to_device;
 pub mod uiaa;
 pub mod users;
@@ -32,6 +38,8 @@ pub struct Gateway {
     pub users: users::Users,
     /// Rooms and events.
     pub rooms: rooms::Rooms,
+    /// Typing notifications and receipts.
+    pub ephemeral: Arc<ephemeral::Ephemeral>,
     /// Limits login and registration attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
     /// End-to-end encryption keys and device-list changes.
@@ -40,6 +48,12 @@ pub struct Gateway {
     pub to_device: to_device::ToDevice,
     /// Server-side key backups.
     pub backup: backup::Backup,
+    /// Account data, tags, push rules, filters and pushers.
+    pub account_data: account_data::AccountData,
+    /// Uploaded media.
+    pub media: media::Media,
+    /// Presence statuses (memory only).
+    pub presence: presence::Presence,
 }
 
 pub use stream::Stream;
@@ -86,9 +100,13 @@ impl Gateway {
         Ok(Arc::new(Self {
             users: users::Users::new(db.clone()),
             rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
+            ephemeral: Arc::new(ephemeral::Ephemeral::new(db.clone(), stream.clone())),
             keys: keys::Keys::new(db.clone(), stream.clone()),
             to_device: to_device::ToDevice::new(db.clone(), stream.clone()),
             backup: backup::Backup::new(db.clone()),
+            account_data: account_data::AccountData::new(db.clone(), stream.clone()),
+            media: media::Media::new(db.clone()),
+            presence: presence::Presence::new(),
             auth_limiter: ratelimit::RateLimiter::new(
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),
