@@ -53,15 +53,6 @@ where
     router
 }
 
-/// A stored filter of `user` by id (the filter store lands with the account-data service).
-pub(crate) fn filter_by_id(
-    _gw: &Gateway,
-    _user: &ruma::UserId,
-    _id: &str,
-) -> crate::error::ApiResult<Option<serde_json::Value>> {
-    Ok(None)
-}
-
 async fn unrecognized() -> ApiError {
     ApiError::unrecognized("Unrecognized request")
 }
