@@ -15,7 +15,6 @@ mod cross_signing;
 mod device_keys;
 mod one_time;
 mod signatures;
-mod sync_part;
 
 use std::sync::Arc;
 
@@ -31,7 +30,6 @@ pub use one_time::ClaimedKeys;
 pub use signatures::signature_valid;
 #[cfg(test)]
 pub(crate) use signatures::tests::{keypair, sign_as};
-pub use sync_part::{e2ee_sync, E2eeSync, TO_DEVICE_LIMIT};
 
 use super::{stream::Stream, Gateway};
 use crate::error::ApiResult;
