@@ -101,6 +101,9 @@ impl Keys {
         let _guard = self.lock.lock().await;
         let dkey = key(&[user.as_bytes(), device.as_bytes()]);
         let mut new_device_keys = None;
+        // A device that re-registers with new identity keys (a client that lost its store but
+        // kept its device id) invalidates its old one-time and fallback keys.
+        let mut new_identity = false;
         if let Some(mut keys) = upload.device_keys {
             check_device_keys(&keys, user, device)?;
             if let Some(obj) = keys.as_object_mut() {
@@ -119,26 +122,47 @@ impl Keys {
                         }
                     }
                     keys = merged;
+                } else {
+                    new_identity = true;
                 }
             }
             if old.as_ref() != Some(&keys) {
                 new_device_keys = Some(keys);
             }
         }
-        let otk_writes = self.prepare_one_time_keys(user, device, &upload.one_time_keys)?;
+        let mut stale = Vec::new();
+        if new_identity {
+            tracing::info!(user = %user, device, "device identity keys replaced; old one-time keys dropped");
+            let prefix = device_prefix(user, device);
+            for (k, _) in self.t.one_time.raw().scan_prefix(&self.db, &prefix)? {
+                stale.push((true, k));
+            }
+            for (k, _) in self.t.fallback.raw().scan_prefix(&self.db, &prefix)? {
+                stale.push((false, k));
+            }
+        }
+        let otk_writes =
+            self.prepare_one_time_keys(user, device, &upload.one_time_keys, new_identity)?;
         let changed: Vec<&UserId> = if new_device_keys.is_some() {
             vec![user]
         } else {
             Vec::new()
         };
         self.write(&changed, |batch| {
+            for (one_time, k) in &stale {
+                if *one_time {
+                    self.t.one_time.delete(batch, k);
+                } else {
+                    self.t.fallback.delete(batch, k);
+                }
+            }
             if let Some(keys) = &new_device_keys {
                 self.t.device_keys.put(batch, &dkey, keys)?;
             }
             for (k, v) in &otk_writes {
                 self.t.one_time.put(batch, k, v)?;
             }
-            self.put_fallback_keys(batch, user, device, &upload.fallback_keys)?;
+            self.put_fallback_keys(batch, user, device, &upload.fallback_keys, new_identity)?;
             Ok(())
         })
         .await?;
@@ -319,6 +343,70 @@ mod tests {
         let got = keys.device_keys(a, "D1").expect("get").expect("some");
         assert_eq!(got["signatures"]["@a:x"]["ed25519:SSK"], "ssk-sig");
         assert_eq!(got["signatures"]["@a:x"]["ed25519:D1"], "sig");
+    }
+
+    #[tokio::test]
+    async fn new_identity_for_the_same_device_drops_old_one_time_keys() {
+        let keys = store();
+        let a = user_id!("@a:x");
+        let otk = |v: &str| {
+            BTreeMap::from([
+                ("signed_curve25519:AAAAAQ".to_owned(), json!({ "key": v })),
+                (format!("signed_curve25519:{v}"), json!({ "key": v })),
+            ])
+        };
+        let fallback = |v: &str| {
+            BTreeMap::from([(
+                "signed_curve25519:FB".to_owned(),
+                json!({ "key": v, "fallback": true }),
+            )])
+        };
+        keys.upload(
+            a,
+            "D1",
+            KeysUpload {
+                device_keys: Some(device_keys("@a:x", "D1", "old")),
+                one_time_keys: otk("old"),
+                fallback_keys: fallback("old"),
+            },
+        )
+        .await
+        .expect("first identity");
+        // The same key id with other content is refused while the identity is unchanged...
+        assert!(keys
+            .upload(
+                a,
+                "D1",
+                KeysUpload {
+                    one_time_keys: otk("new"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .is_err());
+        // ...and accepted with new identity keys, which drop every old key of the device.
+        let counts = keys
+            .upload(
+                a,
+                "D1",
+                KeysUpload {
+                    device_keys: Some(device_keys("@a:x", "D1", "new")),
+                    one_time_keys: otk("new"),
+                    fallback_keys: fallback("new"),
+                },
+            )
+            .await
+            .expect("new identity");
+        assert_eq!(counts["signed_curve25519"], 2);
+        let want = BTreeMap::from([(
+            a.to_owned(),
+            BTreeMap::from([("D1".to_owned(), "signed_curve25519".to_owned())]),
+        )]);
+        for _ in 0..3 {
+            let got = keys.claim(&want).await.expect("claim");
+            let key = got[a]["D1"].values().next().expect("a key");
+            assert_eq!(key["key"], "new");
+        }
     }
 
     #[tokio::test]
