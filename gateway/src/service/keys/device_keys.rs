@@ -213,16 +213,22 @@ impl Keys {
                 }
                 found
             };
-            for (device, keys) in found.iter_mut() {
-                let name = users.device(user, device)?.and_then(|d| d.display_name);
-                if let (Some(obj), Some(name)) = (keys.as_object_mut(), name) {
+            let mut shown = BTreeMap::new();
+            for (device, mut keys) in found {
+                // Keys left behind by a device that logged out without `remove_device` are not
+                // shown: nobody should encrypt for a device that cannot sync any more.
+                let Some(record) = users.device(user, &device)? else {
+                    continue;
+                };
+                if let (Some(obj), Some(name)) = (keys.as_object_mut(), record.display_name) {
                     obj.insert(
                         "unsigned".to_owned(),
                         serde_json::json!({ "device_display_name": name }),
                     );
                 }
+                shown.insert(device, keys);
             }
-            out.device_keys.insert(user.clone(), found);
+            out.device_keys.insert(user.clone(), shown);
             if let Some(mut master) = self.cross_signing_key(user, CrossSigningKind::Master)? {
                 if let Some(sigs) = self.user_signature(caller, user)? {
                     merge_signatures(&mut master, &sigs);
@@ -414,7 +420,11 @@ mod tests {
         let keys = store();
         let users = Users::new(keys.db.clone());
         let a = user_id!("@a:x");
-        for d in ["D1", "D2"] {
+        for d in ["D1", "D2", "GONE"] {
+            users
+                .create_device(a, Some(d.into()), Some(format!("name {d}")), None)
+                .await
+                .expect("device");
             keys.upload(
                 a,
                 d,
@@ -427,6 +437,14 @@ mod tests {
             .expect("upload");
         }
         let all = BTreeMap::from([(a.to_owned(), vec![])]);
+        let res = keys.query(&users, a, &all).expect("query");
+        assert_eq!(res.device_keys[a].len(), 3);
+        assert_eq!(
+            res.device_keys[a]["D1"]["unsigned"]["device_display_name"],
+            "name D1"
+        );
+        // A device deleted without its keys (a plain logout) is not shown.
+        users.delete_device(a, "GONE").await.expect("logout");
         let res = keys.query(&users, a, &all).expect("query");
         assert_eq!(res.device_keys[a].len(), 2);
         let one = BTreeMap::from([(a.to_owned(), vec!["D2".to_owned(), "NOPE".to_owned()])]);
