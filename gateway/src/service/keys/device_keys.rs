@@ -202,7 +202,7 @@ impl Keys {
     ) -> ApiResult<KeysQueryResult> {
         let mut out = KeysQueryResult::default();
         for (user, devices) in wanted {
-            let mut found = if devices.is_empty() {
+            let found = if devices.is_empty() {
                 self.all_device_keys(user)?
             } else {
                 let mut found = BTreeMap::new();
