@@ -5,7 +5,7 @@ mod account_data;
 mod backup;
 mod devices;
 #[cfg(test)]
-mod e2ee_testing;
+pub(crate) mod e2ee_testing;
 mod extract;
 mod filter;
 mod keys;
