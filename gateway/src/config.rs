@@ -185,3 +185,22 @@ mod tests {
         assert!(err.to_string().contains("max_upload_bytes"));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_to_defaults() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/gateway.toml"
+        ));
+        let c = GatewayConfig::from_file(path).expect("example config parses");
+        let d = GatewayConfig::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.registration, d.registration);
+        assert_eq!(c.max_upload_bytes, d.max_upload_bytes);
+        assert_eq!(c.max_request_bytes, d.max_request_bytes);
+    }
+}

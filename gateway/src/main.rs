@@ -58,6 +58,16 @@ impl GatewayArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run everything on this machine with embedded defaults: a gateway on
+    /// http://127.0.0.1:8008 with open registration and data under ./mixgate-data.
+    Up {
+        /// Data folder.
+        #[arg(long, default_value = "mixgate-data")]
+        data: PathBuf,
+        /// Listen address of the gateway.
+        #[arg(long, default_value = "127.0.0.1:8008")]
+        listen: std::net::SocketAddr,
+    },
     /// Run a gateway: the homeserver Matrix clients talk to.
     Gateway(GatewayArgs),
     /// Operator tasks on a gateway's data (run while the gateway is stopped).
@@ -144,6 +154,15 @@ async fn run() -> anyhow::Result<()> {
             gateway::serve::run(config).await
         }
         Command::Admin { gateway, task } => admin(&gateway, task).await,
+        Command::Up { data, listen } => {
+            let config = GatewayConfig {
+                listen,
+                data_dir: data,
+                registration: RegistrationMode::Open,
+                ..GatewayConfig::default()
+            };
+            gateway::serve::run(config).await
+        }
     }
 }
 

@@ -150,7 +150,7 @@ where
             .await
             .map_err(|e| ApiError::invalid_param(e.body_text()))?;
         let mut path_args: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
-        if parts.uri.path().ends_with('/') && path_args.len() < T::_path_parameters().len() {
+        if path_args.len() + 1 == T::_path_parameters().len() {
             // `/state/{type}/` with an empty state key.
             path_args.push(String::new());
         }

@@ -5,10 +5,13 @@ mod account_data;
 mod extract;
 mod filter;
 mod media;
+mod message;
 mod misc;
 mod presence;
 mod profile;
 mod push;
+mod rooms;
+mod sync;
 #[cfg(test)]
 mod testkit;
 mod user_directory;
@@ -44,6 +47,15 @@ where
     router
 }
 
+/// A stored filter of `user` by id.
+pub(crate) fn filter_by_id(
+    gw: &Gateway,
+    user: &ruma::UserId,
+    id: &str,
+) -> crate::error::ApiResult<Option<serde_json::Value>> {
+    gw.account_data.filter(user, id)
+}
+
 async fn unrecognized() -> ApiError {
     ApiError::unrecognized("Unrecognized request")
 }
@@ -58,6 +70,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let mut r = Router::new();
     r = versions::routes(r);
     r = account::routes(r);
+    r = rooms::routes(r);
+    r = message::routes(r);
+    r = sync::routes(r);
     r = media::routes(r);
     r = profile::routes(r);
     r = user_directory::routes(r);

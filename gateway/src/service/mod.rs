@@ -4,11 +4,14 @@
 //! is global: tests run several gateways in one process.
 
 pub mod account_data;
+pub mod ephemeral;
+pub mod filter;
 pub mod media;
 pub mod presence;
 pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
+pub mod sync;
 pub mod uiaa;
 pub mod users;
 
@@ -32,6 +35,8 @@ pub struct Gateway {
     pub users: users::Users,
     /// Rooms and events.
     pub rooms: rooms::Rooms,
+    /// Typing notifications and receipts.
+    pub ephemeral: Arc<ephemeral::Ephemeral>,
     /// Limits login and registration attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
     /// Account data, tags, push rules, filters and pushers.
@@ -86,6 +91,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             users: users::Users::new(db.clone()),
             rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
+            ephemeral: Arc::new(ephemeral::Ephemeral::new(db.clone(), stream.clone())),
             account_data: account_data::AccountData::new(db.clone(), stream.clone()),
             media: media::Media::new(db.clone()),
             presence: presence::Presence::new(),

@@ -27,6 +27,7 @@ pub struct Positions {
 
 impl Positions {
     /// The next unused position.
+    #[allow(clippy::should_implement_trait)] // not an iterator: positions are never exhausted
     pub fn next(&mut self) -> u64 {
         self.last += 1;
         self.last

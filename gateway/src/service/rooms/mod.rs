@@ -4,6 +4,7 @@
 //! global stream lock: events are built on the current state, signed with the gateway key,
 //! authorised with ruma's `state_res` auth rules and appended atomically with all their indexes.
 
+mod create;
 mod pdu;
 mod tables;
 mod txn;
@@ -18,6 +19,7 @@ use ruma::{
 use serde_json::Value;
 use storage::{key, u64_be, u64_from_be, Batch, Db};
 
+pub use create::CreateRoom;
 pub use pdu::{to_canonical_object, Pdu, StoredPdu};
 pub use tables::{MemberEntry, RoomMeta, StateEntry, UserRoom};
 pub use txn::RoomTxn;
@@ -247,6 +249,17 @@ impl Rooms {
             }
         }
         Ok(false)
+    }
+
+    /// Hides a room the user has left from their room lists.
+    pub async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
+        let mut b = Batch::new();
+        self.t
+            .user_rooms
+            .delete(&mut b, &key(&[user_id.as_bytes(), room_id.as_bytes()]));
+        self.db.apply(b)?;
+        self.db.flush().await?;
+        Ok(())
     }
 
     /// Timeline entries `(pos, event_id)` of a room: backwards from `from` (positions `<= from`,

@@ -1,0 +1,512 @@
+//! Sending and reading events: send, state, redact, messages, context, event, typing, receipts.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    routing::{get, put},
+    Json, Router,
+};
+use ruma::{
+    api::client::{
+        context::get_context::v3 as context,
+        message::{get_message_events::v3 as messages, send_message_event::v3 as send},
+        read_marker::set_read_marker::v3 as read_marker,
+        receipt::create_receipt::v3 as receipt,
+        redact::redact_event::v3 as redact,
+        room::get_room_event::v3 as get_event,
+        state::{
+            get_state_event_for_key::v3 as get_state, get_state_events::v3 as all_state,
+            send_state_event::v3 as send_state,
+        },
+        typing::create_typing_event::v3 as typing,
+    },
+    api::Direction,
+    OwnedEventId, RoomId, UserId,
+};
+use serde_json::{json, Value};
+
+use super::{add, Caller, Ruma, RumaResponse, RumaResult};
+use crate::{
+    error::{ApiError, ApiResult},
+    service::{filter::EventFilter, rooms::Pdu, Gateway},
+};
+
+/// Appends an event from `caller`, idempotent per `(device, txn_id)` when one is given.
+pub(crate) async fn send_event(
+    gw: &Gateway,
+    caller: &Caller,
+    room: &RoomId,
+    kind: &str,
+    state_key: Option<&str>,
+    content: Value,
+    txn_id: Option<&str>,
+) -> ApiResult<OwnedEventId> {
+    if let Some(txn) = txn_id {
+        if let Some(existing) =
+            gw.rooms
+                .txn_event(&caller.user_id, caller.device_id.as_str(), txn)?
+        {
+            return Ok(existing);
+        }
+    }
+    if gw.rooms.meta(room)?.is_none() {
+        return Err(ApiError::forbidden("Unknown room or not a member"));
+    }
+    let (event_id, _) = gw
+        .rooms
+        .write(room, None, |t| {
+            if let Some(txn) = txn_id {
+                // Checked again under the write lock: concurrent retries must not duplicate.
+                if let Some(existing) =
+                    gw.rooms
+                        .txn_event(&caller.user_id, caller.device_id.as_str(), txn)?
+                {
+                    return Ok(existing);
+                }
+            }
+            let txn_ref = txn_id.map(|t| (&*caller.user_id, caller.device_id.as_str(), t));
+            if kind == "m.room.redaction" {
+                check_redaction(t, &caller.user_id, &content)?;
+            }
+            Ok(
+                t.append(&caller.user_id, kind, state_key, content, txn_ref)?
+                    .event_id,
+            )
+        })
+        .await?;
+    Ok(event_id)
+}
+
+/// Only the original sender or someone with the `redact` power level may redact an event.
+fn check_redaction(
+    t: &crate::service::rooms::RoomTxn<'_>,
+    sender: &UserId,
+    content: &Value,
+) -> ApiResult<()> {
+    let target = content
+        .get("redacts")
+        .and_then(Value::as_str)
+        .and_then(|s| ruma::EventId::parse(s).ok())
+        .ok_or_else(|| ApiError::bad_json("Redaction without a valid `redacts`"))?;
+    let Some((target_pdu, _)) = t.pdu(&target)? else {
+        return Err(ApiError::not_found("Unknown event"));
+    };
+    if target_pdu.room_id != t.room_id() {
+        return Err(ApiError::not_found("Unknown event"));
+    }
+    if target_pdu.sender != sender && t.power_level(sender)? < t.required_level("redact", 50)? {
+        return Err(ApiError::forbidden("You may not redact this event"));
+    }
+    Ok(())
+}
+
+fn content_of(raw: &serde_json::value::RawValue) -> ApiResult<Value> {
+    let v: Value = serde_json::from_str(raw.get())?;
+    if !v.is_object() {
+        return Err(ApiError::bad_json("Event content must be an object"));
+    }
+    Ok(v)
+}
+
+async fn send_message(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<send::Request>,
+) -> RumaResult<send::Response> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let content = content_of(b.body.json())?;
+    let kind = b.event_type.to_string();
+    let event_id = send_event(
+        &gw,
+        caller,
+        &b.room_id,
+        &kind,
+        None,
+        content,
+        Some(b.txn_id.as_str()),
+    )
+    .await?;
+    Ok(RumaResponse(send::Response::new(event_id)))
+}
+
+async fn put_state(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<send_state::Request>,
+) -> RumaResult<send_state::Response> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let content = content_of(b.body.json())?;
+    let kind = b.event_type.to_string();
+    if kind == "m.room.create" {
+        return Err(ApiError::forbidden("m.room.create cannot be changed"));
+    }
+    // Unchanged state is not sent again (Element re-sends e.g. its own member event).
+    if let Some((pdu, _)) = gw.rooms.state_pdu(&b.room_id, &kind, &b.state_key)? {
+        if pdu.sender == caller.user_id && pdu.content_value() == content {
+            return Ok(RumaResponse(send_state::Response::new(pdu.event_id)));
+        }
+    }
+    let event_id = send_event(
+        &gw,
+        caller,
+        &b.room_id,
+        &kind,
+        Some(&b.state_key),
+        content,
+        None,
+    )
+    .await?;
+    Ok(RumaResponse(send_state::Response::new(event_id)))
+}
+
+/// Fails unless the user may read the room's current state.
+fn require_can_read_state(gw: &Gateway, room: &RoomId, user: &UserId) -> ApiResult<()> {
+    if gw.rooms.meta(room)?.is_none() {
+        return Err(ApiError::forbidden("Unknown room or not a member"));
+    }
+    match gw.rooms.membership(room, user)?.as_deref() {
+        Some("join") => Ok(()),
+        _ if gw.rooms.can_see(room, user, u64::MAX)? => Ok(()),
+        _ => Err(ApiError::forbidden("You are not a member of this room")),
+    }
+}
+
+async fn get_state_event(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<get_state::Request>,
+) -> ApiResult<Json<Value>> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    require_can_read_state(&gw, &b.room_id, &caller.user_id)?;
+    let (pdu, stored) = gw
+        .rooms
+        .state_pdu(&b.room_id, &b.event_type.to_string(), &b.state_key)?
+        .ok_or_else(|| ApiError::not_found("No such state event"))?;
+    let format_event = req.json.is_none()
+        && matches!(
+            b.format,
+            ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event
+        );
+    Ok(Json(if format_event {
+        pdu.to_client_event(&stored, None)
+    } else {
+        pdu.content_value()
+    }))
+}
+
+async fn get_all_state(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<all_state::Request>,
+) -> ApiResult<Json<Value>> {
+    let caller = req.caller()?;
+    require_can_read_state(&gw, &req.body.room_id, &caller.user_id)?;
+    let mut events = Vec::new();
+    for (_, entry) in gw.rooms.current_state(&req.body.room_id)? {
+        if let Some((pdu, stored)) = gw.rooms.get_pdu(&entry.event_id)? {
+            events.push(pdu.to_client_event(&stored, None));
+        }
+    }
+    Ok(Json(Value::Array(events)))
+}
+
+async fn redact_event(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<redact::Request>,
+) -> RumaResult<redact::Response> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let mut content = json!({ "redacts": b.event_id });
+    if let Some(reason) = &b.reason {
+        content["reason"] = json!(reason);
+    }
+    let event_id = send_event(
+        &gw,
+        caller,
+        &b.room_id,
+        "m.room.redaction",
+        None,
+        content,
+        Some(b.txn_id.as_str()),
+    )
+    .await?;
+    Ok(RumaResponse(redact::Response::new(event_id)))
+}
+
+/// Parses a pagination token (a stream position).
+pub(crate) fn parse_token(token: Option<&str>) -> ApiResult<Option<u64>> {
+    match token {
+        None => Ok(None),
+        Some(t) => t
+            .trim_start_matches(['s', 't'])
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::invalid_param("Invalid pagination token")),
+    }
+}
+
+/// Member events of the senders of `events`, for lazy loading.
+pub(crate) fn lazy_members(gw: &Gateway, room: &RoomId, events: &[Pdu]) -> ApiResult<Vec<Value>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for pdu in events {
+        if seen.insert(pdu.sender.clone()) {
+            if let Some((m, stored)) =
+                gw.rooms
+                    .state_pdu(room, "m.room.member", pdu.sender.as_str())?
+            {
+                out.push(m.to_client_event(&stored, None));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn get_messages(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<messages::Request>,
+) -> ApiResult<Json<Value>> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let room = &b.room_id;
+    if gw.rooms.membership(room, &caller.user_id)?.is_none()
+        && !gw.rooms.can_see(room, &caller.user_id, u64::MAX)?
+    {
+        return Err(ApiError::forbidden("You are not a member of this room"));
+    }
+    let filter = EventFilter::from_json(Some(&serde_json::to_value(&b.filter)?));
+    let limit = (u64::from(b.limit) as usize).clamp(1, 1000);
+    let backwards = b.dir == Direction::Backward;
+    let from = match parse_token(b.from.as_deref())? {
+        Some(t) => t,
+        None if backwards => gw.stream.current(),
+        None => 0,
+    };
+    let to = parse_token(b.to.as_deref())?;
+    let mut chunk = Vec::new();
+    let mut pdus = Vec::new();
+    let mut cursor = from;
+    let mut exhausted = false;
+    // Scan in pages until `limit` visible events are found or the room's timeline ends.
+    while chunk.len() < limit {
+        let page = gw.rooms.timeline(room, cursor, backwards, limit * 2)?;
+        if page.is_empty() {
+            exhausted = true;
+            break;
+        }
+        for (pos, event_id) in page {
+            let past_to = to.is_some_and(|to| if backwards { pos <= to } else { pos > to });
+            if past_to {
+                exhausted = true;
+                break;
+            }
+            cursor = if backwards { pos - 1 } else { pos };
+            if !gw.rooms.can_see(room, &caller.user_id, pos)? {
+                continue;
+            }
+            let Some((pdu, stored)) = gw.rooms.get_pdu(&event_id)? else {
+                continue;
+            };
+            if !filter.allows(pdu.kind.to_string().as_str(), Some(pdu.sender.as_str())) {
+                continue;
+            }
+            chunk.push(
+                pdu.to_client_event(&stored, Some((&caller.user_id, caller.device_id.as_str()))),
+            );
+            pdus.push(pdu);
+            if chunk.len() == limit {
+                break;
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let state = if filter.lazy_load_members {
+        lazy_members(&gw, room, &pdus)?
+    } else {
+        Vec::new()
+    };
+    let mut body = json!({ "start": from.to_string(), "chunk": chunk, "state": state });
+    let at_end = exhausted || (backwards && cursor == 0);
+    if !at_end && !body["chunk"].as_array().is_some_and(Vec::is_empty) {
+        body["end"] = json!(cursor.to_string());
+    }
+    Ok(Json(body))
+}
+
+async fn get_context(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<context::Request>,
+) -> ApiResult<Json<Value>> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let room = &b.room_id;
+    let (pdu, stored) = gw
+        .rooms
+        .get_pdu(&b.event_id)?
+        .filter(|(p, _)| p.room_id == *room)
+        .ok_or_else(|| ApiError::not_found("Unknown event"))?;
+    if !gw.rooms.can_see(room, &caller.user_id, stored.pos)? {
+        return Err(ApiError::not_found("Unknown event"));
+    }
+    let viewer = Some((&*caller.user_id, caller.device_id.as_str()));
+    let limit = (u64::from(b.limit) as usize).min(100);
+    let half = limit.div_ceil(2);
+    let collect =
+        |entries: Vec<(u64, OwnedEventId)>| -> ApiResult<(Vec<Value>, Vec<Pdu>, Option<u64>)> {
+            let mut out = Vec::new();
+            let mut pdus = Vec::new();
+            let mut last = None;
+            for (pos, id) in entries {
+                last = Some(pos);
+                if !gw.rooms.can_see(room, &caller.user_id, pos)? {
+                    continue;
+                }
+                if let Some((p, s)) = gw.rooms.get_pdu(&id)? {
+                    out.push(p.to_client_event(&s, viewer));
+                    pdus.push(p);
+                }
+            }
+            Ok((out, pdus, last))
+        };
+    let (before, before_pdus, first) =
+        collect(gw.rooms.timeline(room, stored.pos - 1, true, half)?)?;
+    let (after, after_pdus, last) = collect(gw.rooms.timeline(room, stored.pos, false, half)?)?;
+    let mut all = before_pdus;
+    all.push(pdu.clone());
+    all.extend(after_pdus);
+    let state = lazy_members(&gw, room, &all)?;
+    Ok(Json(json!({
+        "event": pdu.to_client_event(&stored, viewer),
+        "events_before": before,
+        "events_after": after,
+        "start": first.map(|p| p - 1).unwrap_or(stored.pos - 1).to_string(),
+        "end": last.unwrap_or(stored.pos).to_string(),
+        "state": state,
+    })))
+}
+
+async fn get_room_event(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<get_event::Request>,
+) -> ApiResult<Json<Value>> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let (pdu, stored) = gw
+        .rooms
+        .get_pdu(&b.event_id)?
+        .filter(|(p, _)| p.room_id == b.room_id)
+        .ok_or_else(|| ApiError::not_found("Unknown event"))?;
+    if !gw.rooms.can_see(&b.room_id, &caller.user_id, stored.pos)? {
+        return Err(ApiError::not_found("Unknown event"));
+    }
+    Ok(Json(pdu.to_client_event(
+        &stored,
+        Some((&caller.user_id, caller.device_id.as_str())),
+    )))
+}
+
+async fn set_typing(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<typing::Request>,
+) -> RumaResult<typing::Response> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    if b.user_id != caller.user_id {
+        return Err(ApiError::forbidden(
+            "You may only set your own typing state",
+        ));
+    }
+    gw.rooms.require_joined(&b.room_id, &caller.user_id)?;
+    let timeout = match &b.state {
+        typing::Typing::Yes(info) => Some(info.timeout),
+        typing::Typing::No => None,
+    };
+    gw.ephemeral
+        .set_typing(&b.room_id, &caller.user_id, timeout)
+        .await?;
+    Ok(RumaResponse(typing::Response::new()))
+}
+
+async fn post_receipt(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<receipt::Request>,
+) -> RumaResult<receipt::Response> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    gw.rooms.require_joined(&b.room_id, &caller.user_id)?;
+    let kind = b.receipt_type.to_string();
+    let thread = serde_json::to_value(&b.thread)?.as_str().map(str::to_owned);
+    store_marker(&gw, &b.room_id, &caller.user_id, &kind, &b.event_id, thread).await?;
+    Ok(RumaResponse(receipt::Response::new()))
+}
+
+/// Stores a read receipt or the fully-read marker.
+async fn store_marker(
+    gw: &Gateway,
+    room: &RoomId,
+    user: &UserId,
+    kind: &str,
+    event_id: &ruma::EventId,
+    thread: Option<String>,
+) -> ApiResult<()> {
+    match kind {
+        "m.read" | "m.read.private" => {
+            gw.ephemeral
+                .set_receipt(room, user, kind, event_id, thread)
+                .await
+        }
+        "m.fully_read" => gw.ephemeral.set_fully_read(room, user, event_id).await,
+        other => Err(ApiError::invalid_param(format!(
+            "Unknown receipt type {other}"
+        ))),
+    }
+}
+
+async fn post_read_markers(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<read_marker::Request>,
+) -> RumaResult<read_marker::Response> {
+    let caller = req.caller()?;
+    let b = &req.body;
+    gw.rooms.require_joined(&b.room_id, &caller.user_id)?;
+    if let Some(e) = &b.fully_read {
+        store_marker(&gw, &b.room_id, &caller.user_id, "m.fully_read", e, None).await?;
+    }
+    if let Some(e) = &b.read_receipt {
+        store_marker(&gw, &b.room_id, &caller.user_id, "m.read", e, None).await?;
+    }
+    if let Some(e) = &b.private_read_receipt {
+        store_marker(&gw, &b.room_id, &caller.user_id, "m.read.private", e, None).await?;
+    }
+    Ok(RumaResponse(read_marker::Response::new()))
+}
+
+pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
+    let r = add::<send::Request, _, _>(r, send_message);
+    let r = add::<send_state::Request, _, _>(r, put_state);
+    let r = add::<get_state::Request, _, _>(r, get_state_event);
+    // The empty state key, with and without a trailing slash.
+    let r = r
+        .route(
+            "/_matrix/client/v3/rooms/{room_id}/state/{event_type}/",
+            get(get_state_event).put(put_state),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room_id}/state/{event_type}",
+            get(get_state_event).put(put_state),
+        )
+        .route(
+            "/_matrix/client/r0/rooms/{room_id}/state/{event_type}/",
+            get(get_state_event).merge(put(put_state)),
+        );
+    let r = add::<all_state::Request, _, _>(r, get_all_state);
+    let r = add::<redact::Request, _, _>(r, redact_event);
+    let r = add::<messages::Request, _, _>(r, get_messages);
+    let r = add::<context::Request, _, _>(r, get_context);
+    let r = add::<get_event::Request, _, _>(r, get_room_event);
+    let r = add::<typing::Request, _, _>(r, set_typing);
+    let r = add::<receipt::Request, _, _>(r, post_receipt);
+    add::<read_marker::Request, _, _>(r, post_read_markers)
+}

@@ -1,0 +1,228 @@
+//! The client library a gateway embeds: Poisson send schedule (a real packet when one is
+//! queued, loop cover otherwise) plus a loop-cover stream, constant-rate mailbox polling,
+//! per-layer path selection, fragmentation with parity, SURB-ACKs, retransmission on fresh
+//! paths, receiver duplicate suppression, and request/response over reply blocks.
+
+mod engine;
+mod fragment;
+mod outbox;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+pub use fragment::{fragment, Added, FragError, Kind, MsgId, Reassembler, CHUNK, MAX_MESSAGE};
+pub use outbox::{MemoryOutbox, Outbox, OutboxEntry};
+pub use stats::ClientStats;
+
+use crate::directory::DirectoryError;
+use crate::link::LinkConfig;
+use crate::packet::{MailboxId, NodeId, Surb};
+
+/// Where a gateway can be reached: its provider, its mailbox there, and its end-to-end key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Address {
+    /// The provider holding the mailbox.
+    #[serde(with = "crate::directory::hexser")]
+    pub provider: NodeId,
+    /// The mailbox id.
+    #[serde(with = "crate::directory::hexser")]
+    pub mailbox: MailboxId,
+    /// X25519 key for the end-to-end payload layer.
+    #[serde(with = "crate::directory::hexser")]
+    pub key: [u8; 32],
+}
+
+/// Client configuration.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Directory address.
+    pub directory: SocketAddr,
+    /// Trusted authority keys.
+    pub authorities: Vec<[u8; 32]>,
+    /// Signatures required.
+    pub threshold: usize,
+    /// Provider to use (`None`: chosen from the document by the link key).
+    pub provider: Option<NodeId>,
+    /// Connect here instead of the provider's published address (tests: a capturing proxy).
+    pub provider_address_override: Option<String>,
+    /// Noise static key seed (determines the mailbox).
+    pub link_seed: [u8; 32],
+    /// End-to-end X25519 key seed.
+    pub e2e_seed: [u8; 32],
+    /// Link timing.
+    pub link: LinkConfig,
+    /// Retransmissions per fragment before giving up.
+    pub max_retries: u32,
+    /// Added to the expected round trip before a fragment is retransmitted.
+    pub ack_slack: Duration,
+    /// Directory refresh interval.
+    pub refresh: Duration,
+    /// Durable state.
+    pub outbox: Arc<dyn Outbox>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("directory", &self.directory)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Defaults for everything but the directory, its keys and the client's seeds.
+    pub fn new(
+        directory: SocketAddr,
+        authorities: Vec<[u8; 32]>,
+        link_seed: [u8; 32],
+        e2e_seed: [u8; 32],
+    ) -> Self {
+        ClientConfig {
+            directory,
+            authorities,
+            threshold: 1,
+            provider: None,
+            provider_address_override: None,
+            link_seed,
+            e2e_seed,
+            link: LinkConfig::default(),
+            max_retries: 8,
+            ack_slack: Duration::from_secs(2),
+            refresh: Duration::from_secs(60),
+            outbox: Arc::new(MemoryOutbox::default()),
+        }
+    }
+}
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Directory unavailable or its document refused.
+    #[error("directory: {0}")]
+    Directory(#[from] DirectoryError),
+    /// No usable provider or layer in the document.
+    #[error("topology: {0}")]
+    Topology(&'static str),
+    /// Message too large or otherwise unsendable.
+    #[error("message: {0}")]
+    Message(#[from] FragError),
+    /// A response did not fit in the reply blocks, or they were used up.
+    #[error("not enough reply blocks")]
+    NoReplyBlocks,
+    /// No response arrived in time.
+    #[error("timed out")]
+    Timeout,
+    /// The client stopped.
+    #[error("client stopped")]
+    Stopped,
+}
+
+/// Final outcome of a `send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The recipient's provider stored enough fragments to rebuild the message.
+    Delivered,
+    /// Retries were exhausted.
+    Failed,
+}
+
+/// A handle on a sent message.
+#[derive(Debug)]
+pub struct SendHandle {
+    /// The message id.
+    pub id: MsgId,
+    rx: oneshot::Receiver<Outcome>,
+}
+
+impl SendHandle {
+    /// Waits for the outcome.
+    pub async fn outcome(self) -> Outcome {
+        self.rx.await.unwrap_or(Outcome::Failed)
+    }
+}
+
+/// Lets the receiver of a request answer it.
+#[derive(Debug)]
+pub struct ReplyToken {
+    pub(crate) id: MsgId,
+    pub(crate) surbs: Vec<Surb>,
+}
+
+/// A received message.
+#[derive(Debug)]
+pub struct Received {
+    /// Message id (duplicates are suppressed by it).
+    pub id: MsgId,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Present for requests: answer with [`Client::respond`].
+    pub reply: Option<ReplyToken>,
+}
+
+/// A running client. Dropping it stops all its tasks.
+pub struct Client {
+    engine: Arc<engine::Engine>,
+    incoming: mpsc::Receiver<Received>,
+    _tasks: JoinSet<()>,
+}
+
+impl Client {
+    /// Fetches the directory, connects to the provider and starts the schedules.
+    pub async fn start(cfg: ClientConfig) -> Result<Client, ClientError> {
+        let (engine, incoming, tasks) = engine::Engine::start(cfg).await?;
+        Ok(Client {
+            engine,
+            incoming,
+            _tasks: tasks,
+        })
+    }
+
+    /// This client's address.
+    pub fn address(&self) -> Address {
+        self.engine.address.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<ClientStats> {
+        self.engine.stats.clone()
+    }
+
+    /// Queues a message (up to 64 KiB) for `to`; the handle reports the delivery outcome.
+    pub fn send(&self, to: &Address, bytes: Vec<u8>) -> Result<SendHandle, ClientError> {
+        self.engine.send(to, bytes, Kind::Data, None)
+    }
+
+    /// The next received message.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.incoming.recv().await
+    }
+
+    /// Sends a request carrying reply blocks for a response of up to `max_response` bytes and
+    /// waits up to `wait` for the response.
+    pub async fn request(
+        &self,
+        to: &Address,
+        bytes: Vec<u8>,
+        max_response: usize,
+        wait: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
+        let rx = self.engine.request(to, bytes, max_response)?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(ClientError::Stopped),
+            Err(_) => Err(ClientError::Timeout),
+        }
+    }
+
+    /// Answers a request on the reply blocks it carried.
+    pub fn respond(&self, token: ReplyToken, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.engine.respond(token, bytes)
+    }
+}

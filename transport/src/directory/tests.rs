@@ -1,0 +1,141 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::util::now_ms;
+use ed25519_dalek::SigningKey;
+
+fn doc(epoch: u64) -> Document {
+    Document {
+        version: DOCUMENT_VERSION,
+        epoch,
+        valid_from_ms: 1000,
+        valid_until_ms: 2000,
+        params: TrafficParams::default(),
+        nodes: vec![],
+    }
+}
+
+#[test]
+fn signatures_threshold_and_expiry() {
+    let a = SigningKey::from_bytes(&[1; 32]);
+    let b = SigningKey::from_bytes(&[2; 32]);
+    let evil = SigningKey::from_bytes(&[3; 32]);
+    let auth = [a.verifying_key().to_bytes(), b.verifying_key().to_bytes()];
+    let mut s = SignedDocument::sign(&doc(7), &a).unwrap();
+    assert_eq!(s.verify(&auth, 1, 1500).unwrap().epoch, 7);
+    assert!(matches!(
+        s.verify(&auth, 2, 1500),
+        Err(DirectoryError::Signatures {
+            valid: 1,
+            needed: 2
+        })
+    ));
+    s.add_signature(&a); // duplicate does not count twice
+    assert!(s.verify(&auth, 2, 1500).is_err());
+    s.add_signature(&b);
+    assert!(s.verify(&auth, 2, 1500).is_ok());
+    assert!(matches!(
+        s.verify(&auth, 1, 2000),
+        Err(DirectoryError::Expired { .. })
+    ));
+    assert!(matches!(
+        s.verify(&auth, 1, 999),
+        Err(DirectoryError::Expired { .. })
+    ));
+    // Forged: signed by an untrusted key.
+    let f = SignedDocument::sign(&doc(7), &evil).unwrap();
+    assert!(f.verify(&auth, 1, 1500).is_err());
+    // Tampered content.
+    let mut t = SignedDocument::sign(&doc(7), &a).unwrap();
+    t.document = t.document.replace("\"epoch\":7", "\"epoch\":8");
+    assert!(t.verify(&auth, 1, 1500).is_err());
+}
+
+#[tokio::test]
+async fn serve_register_fetch() {
+    let cfg = DirectoryConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        authority_seed: [9; 32],
+        params: TrafficParams::default(),
+        epoch_ms: 3_600_000,
+        grace_ms: 60_000,
+        allowed: None,
+    };
+    let srv = DirectoryServer::bind(cfg).await.unwrap();
+    let addr = srv.local_addr().unwrap();
+    let auth = srv.authority();
+    let stats = srv.stats();
+    let h = tokio::spawn(srv.run());
+    let id = SigningKey::from_bytes(&[5; 32]);
+    let epoch = now_ms() / 3_600_000;
+    let reg = Registration {
+        identity: id.verifying_key().to_bytes(),
+        role: Role::Mix { layer: 2 },
+        address: "127.0.0.1:1".into(),
+        link_key: [1; 32],
+        mix_keys: vec![EpochKey {
+            epoch,
+            key: [2; 32],
+        }],
+    };
+    register(addr, &SignedRegistration::sign(&reg, &id).unwrap())
+        .await
+        .unwrap();
+    // A registration signed by the wrong key is refused.
+    let mut bad = SignedRegistration::sign(&reg, &SigningKey::from_bytes(&[6; 32])).unwrap();
+    assert!(register(addr, &bad).await.is_err());
+    bad.registration = "garbage".into();
+    assert!(register(addr, &bad).await.is_err());
+    let d = fetch_document(addr, None)
+        .await
+        .unwrap()
+        .verify(&[auth], 1, now_ms())
+        .unwrap();
+    assert_eq!(d.nodes.len(), 1);
+    assert_eq!(d.layer(2).count(), 1);
+    assert_eq!(d.nodes[0].id, node_id(&reg.identity));
+    assert!(stats.refused.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    h.abort();
+}
+
+#[tokio::test]
+async fn allow_list_refuses_strangers() {
+    let member = SigningKey::from_bytes(&[5; 32]);
+    let cfg = DirectoryConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        authority_seed: [9; 32],
+        params: TrafficParams::default(),
+        epoch_ms: 3_600_000,
+        grace_ms: 60_000,
+        allowed: Some(vec![member.verifying_key().to_bytes()]),
+    };
+    let srv = DirectoryServer::bind(cfg).await.unwrap();
+    let addr = srv.local_addr().unwrap();
+    let h = tokio::spawn(srv.run());
+    let reg = |k: &SigningKey| {
+        let r = Registration {
+            identity: k.verifying_key().to_bytes(),
+            role: Role::Provider,
+            address: "127.0.0.1:1".into(),
+            link_key: [1; 32],
+            mix_keys: vec![],
+        };
+        SignedRegistration::sign(&r, k).unwrap()
+    };
+    register(addr, &reg(&member)).await.unwrap();
+    assert!(register(addr, &reg(&SigningKey::from_bytes(&[6; 32])))
+        .await
+        .is_err());
+    h.abort();
+}
+
+#[test]
+fn default_params_drain_their_own_cover() {
+    assert!(TrafficParams::default().check().is_ok());
+    let bad = TrafficParams {
+        poll_per_s: 1.0,
+        poll_batch: 4,
+        ..TrafficParams::default()
+    };
+    assert!(bad.check().is_err());
+}

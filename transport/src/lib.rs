@@ -1,0 +1,15 @@
+//! mixgate transport: the padded mixnet that replaces Matrix federation.
+//!
+//! Modules: [`packet`] (the onion format), and the network roles built on it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+mod counters;
+
+pub mod client;
+pub mod directory;
+pub mod link;
+pub mod node;
+pub mod packet;
+pub mod util;

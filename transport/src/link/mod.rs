@@ -1,0 +1,12 @@
+//! Node-to-node and client-to-provider links: Noise IK over TCP with fixed-size frames.
+
+mod frame;
+mod noise;
+
+pub use frame::{Frame, FrameError, FrameKind, FRAME_PLAIN, FRAME_WIRE};
+pub use noise::{
+    accept, connect, LinkConfig, LinkError, LinkKeypair, LinkReceiver, LinkSender, NOISE_PARAMS,
+};
+
+#[cfg(test)]
+mod tests;

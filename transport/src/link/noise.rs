@@ -1,0 +1,284 @@
+//! Noise links: IK handshake with static keys from the directory, fixed-size encrypted frames,
+//! periodic rekeying and stall timeouts. There is no plaintext mode.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use snow::{Builder, TransportState};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::frame::{Frame, FrameError, FrameKind, FRAME_PLAIN, FRAME_WIRE};
+
+/// The Noise protocol every link speaks.
+pub const NOISE_PARAMS: &str = "Noise_IK_25519_AESGCM_SHA256";
+const PROLOGUE: &[u8] = b"mixgate link v1";
+const MSG1_LEN: usize = 32 + 48 + 16;
+const MSG2_LEN: usize = 32 + 16;
+
+/// Why a link failed.
+#[derive(Debug, Error)]
+pub enum LinkError {
+    /// Socket error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer took too long (handshake, or stalled in the middle of a frame).
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// Handshake or decryption failure (garbage, wrong key, tampering).
+    #[error("noise: {0}")]
+    Noise(String),
+    /// The decrypted frame was not valid.
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer's static key is not authorised.
+    #[error("peer not authorised")]
+    Unauthorized,
+}
+
+impl From<snow::Error> for LinkError {
+    fn from(e: snow::Error) -> Self {
+        LinkError::Noise(e.to_string())
+    }
+}
+
+/// Link timing parameters.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Limit for the whole handshake.
+    pub handshake_timeout: Duration,
+    /// Limit for receiving the rest of a frame once its first byte arrived.
+    pub frame_timeout: Duration,
+    /// Limit for waiting for the next frame (cover traffic keeps healthy links busy).
+    pub idle_timeout: Duration,
+    /// Rekey after this many frames sent...
+    pub rekey_frames: u64,
+    /// ...or after this much time, whichever comes first.
+    pub rekey_interval: Duration,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            handshake_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
+            rekey_frames: 1 << 16,
+            rekey_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A static X25519 key pair for links.
+#[derive(Clone)]
+pub struct LinkKeypair {
+    /// Secret key bytes.
+    pub secret: [u8; 32],
+    /// Public key bytes.
+    pub public: [u8; 32],
+}
+
+impl std::fmt::Debug for LinkKeypair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LinkKeypair({})",
+            data_encoding::HEXLOWER.encode(&self.public)
+        )
+    }
+}
+
+impl LinkKeypair {
+    /// A fresh random key pair.
+    pub fn random() -> Self {
+        let k = crate::packet::SecretKey::random();
+        LinkKeypair {
+            secret: k.to_bytes(),
+            public: k.public(),
+        }
+    }
+}
+
+/// The sending half of a link.
+pub struct LinkSender {
+    w: OwnedWriteHalf,
+    state: Arc<Mutex<TransportState>>,
+    cfg: LinkConfig,
+    since_rekey: u64,
+    last_rekey: Instant,
+    buf: Box<[u8; FRAME_WIRE]>,
+}
+
+/// The receiving half of a link.
+pub struct LinkReceiver {
+    r: OwnedReadHalf,
+    state: Arc<Mutex<TransportState>>,
+    cfg: LinkConfig,
+    buf: Box<[u8; FRAME_WIRE]>,
+}
+
+fn lock(s: &Mutex<TransportState>) -> std::sync::MutexGuard<'_, TransportState> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LinkSender {
+    /// Encrypts and sends one frame (and a rekey frame first when one is due).
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        if self.since_rekey >= self.cfg.rekey_frames
+            || self.last_rekey.elapsed() >= self.cfg.rekey_interval
+        {
+            self.write(&Frame::new(FrameKind::Rekey, &[])).await?;
+            lock(&self.state).rekey_outgoing();
+            self.since_rekey = 0;
+            self.last_rekey = Instant::now();
+        }
+        self.write(frame).await?;
+        self.since_rekey += 1;
+        Ok(())
+    }
+
+    /// Writes raw bytes, bypassing encryption (tests of the receiver's defences only).
+    #[cfg(test)]
+    pub(crate) async fn raw_write_for_test(&mut self, b: &[u8]) {
+        let _ = self.w.write_all(b).await;
+    }
+
+    async fn write(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        let mut plain = [0u8; FRAME_PLAIN];
+        frame.encode(&mut plain);
+        let n = lock(&self.state).write_message(&plain, &mut self.buf[..])?;
+        debug_assert_eq!(n, FRAME_WIRE);
+        self.w.write_all(&self.buf[..]).await?;
+        Ok(())
+    }
+}
+
+impl LinkReceiver {
+    /// Receives the next non-control frame. Rekey frames are handled here.
+    pub async fn recv(&mut self) -> Result<Frame, LinkError> {
+        loop {
+            match timeout(self.cfg.idle_timeout, self.r.read_exact(&mut self.buf[..1])).await {
+                Err(_) => return Err(LinkError::Timeout("idle")),
+                Ok(r) => {
+                    r?;
+                }
+            }
+            match timeout(
+                self.cfg.frame_timeout,
+                self.r.read_exact(&mut self.buf[1..]),
+            )
+            .await
+            {
+                Err(_) => return Err(LinkError::Timeout("stalled mid-frame")),
+                Ok(r) => {
+                    r?;
+                }
+            }
+            let mut plain = [0u8; FRAME_PLAIN];
+            let n = lock(&self.state).read_message(&self.buf[..], &mut plain)?;
+            let f = Frame::decode(&plain[..n])?;
+            match f.kind {
+                FrameKind::Rekey => lock(&self.state).rekey_incoming(),
+                FrameKind::Padding => {}
+                _ => return Ok(f),
+            }
+        }
+    }
+}
+
+fn split(stream: TcpStream, state: TransportState, cfg: &LinkConfig) -> (LinkSender, LinkReceiver) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let state = Arc::new(Mutex::new(state));
+    (
+        LinkSender {
+            w,
+            state: state.clone(),
+            cfg: cfg.clone(),
+            since_rekey: 0,
+            last_rekey: Instant::now(),
+            buf: Box::new([0u8; FRAME_WIRE]),
+        },
+        LinkReceiver {
+            r,
+            state,
+            cfg: cfg.clone(),
+            buf: Box::new([0u8; FRAME_WIRE]),
+        },
+    )
+}
+
+fn params() -> snow::params::NoiseParams {
+    // The constant is a valid pattern string; parsing cannot fail.
+    #[allow(clippy::expect_used)]
+    NOISE_PARAMS.parse().expect("noise params")
+}
+
+/// Opens a link to a peer whose static key `remote` comes from the directory.
+pub async fn connect(
+    mut stream: TcpStream,
+    local: &LinkKeypair,
+    remote: &[u8; 32],
+    cfg: &LinkConfig,
+) -> Result<(LinkSender, LinkReceiver), LinkError> {
+    let fut = async {
+        let mut hs = Builder::new(params())
+            .local_private_key(&local.secret)?
+            .remote_public_key(remote)?
+            .prologue(PROLOGUE)?
+            .build_initiator()?;
+        let mut m1 = [0u8; MSG1_LEN];
+        let n = hs.write_message(&[], &mut m1)?;
+        debug_assert_eq!(n, MSG1_LEN);
+        stream.write_all(&m1).await?;
+        let mut m2 = [0u8; MSG2_LEN];
+        stream.read_exact(&mut m2).await?;
+        let mut p = [0u8; 64];
+        hs.read_message(&m2, &mut p)?;
+        Ok::<_, LinkError>(hs.into_transport_mode()?)
+    };
+    let st = timeout(cfg.handshake_timeout, fut)
+        .await
+        .map_err(|_| LinkError::Timeout("handshake"))??;
+    Ok(split(stream, st, cfg))
+}
+
+/// Accepts a link; `authorize` decides whether the initiator's static key may connect.
+/// Returns the peer's static key and the two halves.
+pub async fn accept(
+    mut stream: TcpStream,
+    local: &LinkKeypair,
+    authorize: impl Fn(&[u8; 32]) -> bool,
+    cfg: &LinkConfig,
+) -> Result<([u8; 32], LinkSender, LinkReceiver), LinkError> {
+    let fut = async {
+        let mut hs = Builder::new(params())
+            .local_private_key(&local.secret)?
+            .prologue(PROLOGUE)?
+            .build_responder()?;
+        let mut m1 = [0u8; MSG1_LEN];
+        stream.read_exact(&mut m1).await?;
+        let mut p = [0u8; 64];
+        hs.read_message(&m1, &mut p)?;
+        let mut peer = [0u8; 32];
+        match hs.get_remote_static() {
+            Some(s) if s.len() == 32 => peer.copy_from_slice(s),
+            _ => return Err(LinkError::Unauthorized),
+        }
+        if !authorize(&peer) {
+            return Err(LinkError::Unauthorized);
+        }
+        let mut m2 = [0u8; MSG2_LEN];
+        hs.write_message(&[], &mut m2)?;
+        stream.write_all(&m2).await?;
+        Ok::<_, LinkError>((peer, hs.into_transport_mode()?))
+    };
+    let (peer, st) = timeout(cfg.handshake_timeout, fut)
+        .await
+        .map_err(|_| LinkError::Timeout("handshake"))??;
+    let (s, r) = split(stream, st, cfg);
+    Ok((peer, s, r))
+}
