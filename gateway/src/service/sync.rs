@@ -126,8 +126,15 @@ fn build(
             _ => {}
         }
     }
-    let account_data = Vec::<Value>::new();
-    let _ = &filter.account_data;
+    let (account_data, _) = gw.account_data.changes(user, since, upto)?;
+    let account_data: Vec<Value> = account_data
+        .into_iter()
+        .filter(|e| {
+            filter
+                .account_data
+                .allows(e["type"].as_str().unwrap_or(""), None)
+        })
+        .collect();
     let device_lists = device_list_changes(gw, user, since, upto, req.since.is_some())?;
     let has_news = !join.is_empty()
         || !invite.is_empty()
@@ -324,6 +331,15 @@ fn joined_room(
                 .fully_read_event(room, user, if initial { 0 } else { since })?
         {
             account_data.push(fr);
+        }
+    }
+    let ad_since = if initial { 0 } else { since };
+    for e in gw.account_data.room_changes(user, room, ad_since, upto)? {
+        if filter
+            .room_account_data
+            .allows(e["type"].as_str().unwrap_or(""), None)
+        {
+            account_data.push(e);
         }
     }
 
