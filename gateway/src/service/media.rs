@@ -116,18 +116,21 @@ impl Media {
     /// Reserves a media id for a later upload by `uploader`; returns it and its expiry (ms).
     pub async fn reserve(&self, uploader: &UserId) -> ApiResult<(String, u64)> {
         let now = now_ms();
-        let held = self
-            .pending
-            .scan_prefix(&self.db, b"")?
-            .into_iter()
-            .filter(|(_, p)| p.uploader == uploader && p.expires_ts > now)
-            .count();
+        let mut b = Batch::new();
+        let mut held = 0;
+        for (id, p) in self.pending.scan_prefix(&self.db, b"")? {
+            if p.expires_ts <= now {
+                // Expired reservations are dropped here; nobody can use them any more.
+                self.pending.delete(&mut b, &id);
+            } else if p.uploader == uploader {
+                held += 1;
+            }
+        }
         if held >= MAX_PENDING_PER_USER {
             return Err(ApiError::limit_exceeded(60_000));
         }
         let id = random_string(ID_LEN);
         let expires_ts = now + PENDING_TTL_MS;
-        let mut b = Batch::new();
         self.pending.put(
             &mut b,
             id.as_bytes(),
@@ -296,6 +299,11 @@ mod tests {
             .await
             .expect_err("not bob's");
         assert_eq!(err.errcode, "M_FORBIDDEN");
+        for _ in 1..MAX_PENDING_PER_USER {
+            media.reserve(alice).await.expect("reserve");
+        }
+        let err = media.reserve(alice).await.expect_err("too many");
+        assert_eq!(err.errcode, "M_LIMIT_EXCEEDED");
         media
             .upload_reserved(alice, &id, upload(vec![1, 2]))
             .await
