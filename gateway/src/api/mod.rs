@@ -2,8 +2,13 @@
 
 mod account;
 mod account_data;
+mod backup;
+mod devices;
+#[cfg(test)]
+mod e2ee_testing;
 mod extract;
 mod filter;
+mod keys;
 mod media;
 mod message;
 mod misc;
@@ -14,6 +19,7 @@ mod rooms;
 mod sync;
 #[cfg(test)]
 mod testkit;
+mod to_device;
 mod user_directory;
 mod versions;
 
@@ -47,15 +53,6 @@ where
     router
 }
 
-/// A stored filter of `user` by id.
-pub(crate) fn filter_by_id(
-    gw: &Gateway,
-    user: &ruma::UserId,
-    id: &str,
-) -> crate::error::ApiResult<Option<serde_json::Value>> {
-    gw.account_data.filter(user, id)
-}
-
 async fn unrecognized() -> ApiError {
     ApiError::unrecognized("Unrecognized request")
 }
@@ -73,6 +70,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = rooms::routes(r);
     r = message::routes(r);
     r = sync::routes(r);
+    r = keys::routes(r);
+    r = to_device::routes(r);
+    r = backup::routes(r);
+    r = devices::routes(r);
     r = media::routes(r);
     r = profile::routes(r);
     r = user_directory::routes(r);

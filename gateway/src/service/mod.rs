@@ -4,14 +4,17 @@
 //! is global: tests run several gateways in one process.
 
 pub mod account_data;
+pub mod backup;
 pub mod ephemeral;
 pub mod filter;
+pub mod keys;
 pub mod media;
 pub mod presence;
 pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
 pub mod sync;
+pub mod to_device;
 pub mod uiaa;
 pub mod users;
 
@@ -39,6 +42,12 @@ pub struct Gateway {
     pub ephemeral: Arc<ephemeral::Ephemeral>,
     /// Limits login and registration attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
+    /// End-to-end encryption keys and device-list changes.
+    pub keys: keys::Keys,
+    /// To-device message inboxes.
+    pub to_device: to_device::ToDevice,
+    /// Server-side key backups.
+    pub backup: backup::Backup,
     /// Account data, tags, push rules, filters and pushers.
     pub account_data: account_data::AccountData,
     /// Uploaded media.
@@ -92,6 +101,9 @@ impl Gateway {
             users: users::Users::new(db.clone()),
             rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
             ephemeral: Arc::new(ephemeral::Ephemeral::new(db.clone(), stream.clone())),
+            keys: keys::Keys::new(db.clone(), stream.clone()),
+            to_device: to_device::ToDevice::new(db.clone(), stream.clone()),
+            backup: backup::Backup::new(db.clone()),
             account_data: account_data::AccountData::new(db.clone(), stream.clone()),
             media: media::Media::new(db.clone()),
             presence: presence::Presence::new(),

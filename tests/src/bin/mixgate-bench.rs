@@ -1,0 +1,356 @@
+//! `mixgate-bench`: a small load tool for a mixgate gateway.
+//!
+//! ```text
+//! # against a running gateway (give --pid for its peak RSS)
+//! cargo run --release -p mixgate-tests --bin mixgate-bench -- --url http://127.0.0.1:8008 --pid 1234
+//! # or let it build and start its own release gateway on a temporary data folder
+//! cargo run --release -p mixgate-tests --bin mixgate-bench -- --spawn
+//! ```
+//!
+//! It registers its own users and measures: `/send` throughput with concurrent senders,
+//! send→`/sync` delivery latency to a second user (long-polling sync), `/messages` page latency
+//! (limit 10 and 100) over a room with N events, and the gateway's peak RSS (VmHWM).
+//! The gateway's default login/registration limit (30 per minute per address) is enough: the
+//! tool makes four such requests.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use mixgate_tests::{http::Account, peak_rss_kib, Http, Options, TestGateway};
+use serde_json::json;
+
+/// Load tool for a mixgate gateway.
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Args {
+    /// Base URL of a running gateway (open registration).
+    #[arg(long, conflicts_with = "spawn")]
+    url: Option<String>,
+    /// Process id of that gateway, for its peak RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Build (`cargo build --release -p gateway`) and start a gateway of our own.
+    #[arg(long)]
+    spawn: bool,
+    /// With --spawn: do not run cargo; use MIXGATE_BIN or the `mixgate` next to this tool.
+    #[arg(long)]
+    no_build: bool,
+    /// Messages sent in the throughput phase.
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    /// Concurrent senders in the throughput phase.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Messages timed from send to /sync delivery.
+    #[arg(long, default_value_t = 200)]
+    latency_samples: usize,
+    /// Events in the room that /messages pages over.
+    #[arg(long, default_value_t = 1000)]
+    history: usize,
+}
+
+/// Percentile (0..=100) of sorted durations, in milliseconds.
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// Sends `total` messages into `room` from `senders` concurrent tasks; returns per-request
+/// latencies and the wall time.
+async fn burst(
+    http: &Http,
+    room: &str,
+    total: usize,
+    senders: usize,
+    tag: &str,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..senders {
+        let http = http.clone();
+        let room = room.to_owned();
+        let tag = tag.to_owned();
+        let count = total / senders + usize::from(s < total % senders);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(count);
+            for j in 0..count {
+                let t = Instant::now();
+                let r = http
+                    .send_text(&room, &format!("{tag}-{s}-{j}"), &format!("{tag} {s}/{j}"))
+                    .await?;
+                if r.status != 200 {
+                    bail!("send failed: {} {}", r.status, r.body);
+                }
+                lat.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let wall = start.elapsed();
+    all.sort();
+    Ok((all, wall))
+}
+
+/// Sends messages one at a time and times each until the receiver's long-poll sync returns it.
+async fn delivery_latency(
+    sender: &Http,
+    receiver: &Http,
+    room: &str,
+    samples: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let filter = json!({ "room": { "rooms": [room], "timeline": { "limit": 50 } },
+                         "presence": { "types": [] }, "account_data": { "types": [] } })
+    .to_string();
+    let first = receiver.sync(None, 0, Some(&filter)).await?.ok();
+    let mut since = first["next_batch"]
+        .as_str()
+        .context("no next_batch")?
+        .to_owned();
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let recv = receiver.clone();
+    let room_id = room.to_owned();
+    let syncer = tokio::spawn(async move {
+        loop {
+            let r = match recv.sync(Some(&since), 30_000, Some(&filter)).await {
+                Ok(r) if r.status == 200 => r.body,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            if let Some(events) = r["rooms"]["join"][&room_id]["timeline"]["events"].as_array() {
+                for e in events {
+                    if let Some(b) = e["content"]["body"].as_str() {
+                        if tx.send((b.to_owned(), now)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if let Some(nb) = r["next_batch"].as_str() {
+                since = nb.to_owned();
+            }
+        }
+    });
+    let mut lat = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let body = format!("latency {i}");
+        let t = Instant::now();
+        sent_at.lock().unwrap().insert(body.clone(), t);
+        let r = sender.send_text(room, &format!("lat-{i}"), &body).await?;
+        if r.status != 200 {
+            bail!("send failed: {} {}", r.status, r.body);
+        }
+        let deadline = t + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some((b, at))) if b == body => {
+                    lat.push(at - t);
+                    break;
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => bail!("sync task ended"),
+                Err(_) => bail!("message {i} not delivered by /sync within 10 s"),
+            }
+        }
+    }
+    syncer.abort();
+    lat.sort();
+    Ok(lat)
+}
+
+/// Times `/messages` pages of `limit` events, paging back through the room (again from the
+/// newest event when it reaches the start) until `max_requests` pages were fetched.
+async fn messages_latency(
+    http: &Http,
+    room: &str,
+    limit: u32,
+    max_requests: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut lat = Vec::new();
+    while lat.len() < max_requests {
+        let mut from: Option<String> = None;
+        loop {
+            let t = Instant::now();
+            let r = http.messages(room, from.as_deref(), "b", limit).await?;
+            lat.push(t.elapsed());
+            if r.status != 200 {
+                bail!("/messages failed: {} {}", r.status, r.body);
+            }
+            let chunk_empty = r.body["chunk"]
+                .as_array()
+                .map(Vec::is_empty)
+                .unwrap_or(true);
+            match r.body["end"].as_str() {
+                Some(end) if !chunk_empty && lat.len() < max_requests => {
+                    from = Some(end.to_owned())
+                }
+                _ => break,
+            }
+        }
+    }
+    lat.sort();
+    Ok(lat)
+}
+
+fn build_release_gateway() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release gateway (cargo build --release -p gateway)...");
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "gateway", "--bin", "mixgate"])
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build --release -p gateway failed");
+    }
+    Ok(())
+}
+
+async fn register(anon: &Http, name: &str) -> anyhow::Result<Account> {
+    let r = anon.register(name, "bench-password").await?;
+    if r.status != 200 {
+        bail!("register {name}: {} {}", r.status, r.body);
+    }
+    let s = |k: &str| r.body[k].as_str().unwrap_or_default().to_owned();
+    Ok(Account {
+        user_id: s("user_id"),
+        access_token: s("access_token"),
+        device_id: s("device_id"),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut own = None;
+    let (url, pid) = if args.spawn {
+        if !args.no_build && std::env::var_os("MIXGATE_BIN").is_none() {
+            build_release_gateway()?;
+        }
+        let gw = TestGateway::start_with(Options::default()).await;
+        let info = (gw.url(), gw.pid());
+        eprintln!(
+            "started {} at {} (data {})",
+            mixgate_tests::mixgate_binary().display(),
+            info.0,
+            gw.data_dir().display()
+        );
+        own = Some(gw);
+        info
+    } else {
+        let Some(url) = args.url.clone() else {
+            bail!("give --url of a running gateway, or --spawn");
+        };
+        (url, args.pid)
+    };
+
+    let anon = Http::new(&url);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let tag = format!(
+        "{:x}",
+        (nanos ^ u128::from(std::process::id())) & 0xffff_ffff
+    );
+    let a = register(&anon, &format!("bench_a_{tag}")).await?;
+    let b = register(&anon, &format!("bench_b_{tag}")).await?;
+    let alice = anon.as_user(&a);
+    let bob = anon.as_user(&b);
+    let room = alice
+        .create_room(&json!({ "preset": "public_chat", "name": "bench" }))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let r = bob.join(&room).await?;
+    if r.status != 200 {
+        bail!("join: {} {}", r.status, r.body);
+    }
+
+    eprintln!(
+        "throughput: {} messages from {} senders...",
+        args.messages, args.senders
+    );
+    let (send_lat, wall) = burst(&alice, &room, args.messages, args.senders, "tp").await?;
+    let throughput = args.messages as f64 / wall.as_secs_f64();
+
+    eprintln!("delivery latency: {} samples...", args.latency_samples);
+    let delivery = delivery_latency(&alice, &bob, &room, args.latency_samples).await?;
+
+    eprintln!("history room: {} events...", args.history);
+    let history_room = alice
+        .create_room(&json!({ "name": "bench history" }))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    burst(&alice, &history_room, args.history, args.senders, "hist").await?;
+    let m10 = messages_latency(&alice, &history_room, 10, 200).await?;
+    let m100 = messages_latency(&alice, &history_room, 100, 50).await?;
+
+    let rss = pid.and_then(peak_rss_kib);
+    let row = |name: &str, value: String| println!("| {name:<44} | {value:>24} |");
+    println!("\nmixgate-bench against {url}\n");
+    println!("| {:<44} | {:>24} |", "measure", "value");
+    println!("|{}|{}|", "-".repeat(46), "-".repeat(26));
+    row(
+        &format!(
+            "/send throughput ({} senders, {} msgs)",
+            args.senders, args.messages
+        ),
+        format!("{throughput:.0} msg/s ({:.2} s)", wall.as_secs_f64()),
+    );
+    row(
+        "/send latency under load p50 / p99",
+        format!(
+            "{:.1} / {:.1} ms",
+            pct(&send_lat, 50.0),
+            pct(&send_lat, 99.0)
+        ),
+    );
+    row(
+        &format!("send→/sync delivery p50 / p99 (n={})", delivery.len()),
+        format!(
+            "{:.1} / {:.1} ms",
+            pct(&delivery, 50.0),
+            pct(&delivery, 99.0)
+        ),
+    );
+    row(
+        &format!(
+            "/messages limit=10 p50 / p99 (n={}, {} ev)",
+            m10.len(),
+            args.history
+        ),
+        format!("{:.1} / {:.1} ms", pct(&m10, 50.0), pct(&m10, 99.0)),
+    );
+    row(
+        &format!(
+            "/messages limit=100 p50 / p99 (n={}, {} ev)",
+            m100.len(),
+            args.history
+        ),
+        format!("{:.1} / {:.1} ms", pct(&m100, 50.0), pct(&m100, 99.0)),
+    );
+    row(
+        "gateway peak RSS (VmHWM)",
+        match rss {
+            Some(kib) => format!("{:.1} MiB", kib as f64 / 1024.0),
+            None => "n/a (give --pid)".into(),
+        },
+    );
+    drop(own);
+    Ok(())
+}
