@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::{
     body::Body,
-    extract::{Path, Query, Request, State},
+    extract::{Path, Request, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post, put},
@@ -29,7 +29,6 @@ use axum::{
 use http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ruma::{api::client::media::create_mxc_uri::v1 as create_mxc, OwnedMxcUri, UInt};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::{add, authenticate, Caller, Ruma, RumaResponse, RumaResult};
@@ -119,19 +118,18 @@ pub fn content_disposition(content_type: &str, filename: Option<&str>) -> String
     }
 }
 
-/// `?filename=` of an upload.
-#[derive(Debug, Deserialize)]
-struct UploadQuery {
-    filename: Option<String>,
+/// The `?filename=` of an upload (read leniently: a malformed query is no filename).
+fn filename_param(parts: &Parts) -> Option<String> {
+    let query = parts.uri.query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "filename")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Reads an upload body: the caller, its content type and bytes, 413 beyond the limit.
-async fn read_upload(
-    gw: &Gateway,
-    req: Request,
-    filename: Option<String>,
-) -> ApiResult<(Caller, Upload)> {
+async fn read_upload(gw: &Gateway, req: Request) -> ApiResult<(Caller, Upload)> {
     let (parts, body) = req.into_parts();
+    let filename = filename_param(&parts);
     let caller = authenticate(gw, &parts, true)?
         .ok_or_else(|| ApiError::missing_token("Missing access token"))?;
     let limit = gw.config.max_upload_bytes;
@@ -175,10 +173,9 @@ async fn read_upload(
 /// `POST /_matrix/media/v3/upload`.
 async fn upload(
     State(gw): State<Arc<Gateway>>,
-    Query(query): Query<UploadQuery>,
     req: Request,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (caller, upload) = read_upload(&gw, req, query.filename).await?;
+    let (caller, upload) = read_upload(&gw, req).await?;
     let id = gw.media.create(&caller.user_id, upload).await?;
     Ok(Json(
         json!({ "content_uri": format!("mxc://{}/{id}", gw.server_name()) }),
@@ -202,10 +199,9 @@ async fn create_mxc_uri(
 async fn upload_reserved(
     State(gw): State<Arc<Gateway>>,
     Path((server, media_id)): Path<(String, String)>,
-    Query(query): Query<UploadQuery>,
     req: Request,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (caller, upload) = read_upload(&gw, req, query.filename).await?;
+    let (caller, upload) = read_upload(&gw, req).await?;
     if server != gw.server_name().as_str() {
         return Err(ApiError::not_found("Unknown media id"));
     }
@@ -662,6 +658,42 @@ mod tests {
             "inline; filename=\"n.txt\""
         );
         assert_eq!(body_bytes(res).await, b"hello".to_vec());
+    }
+
+    #[tokio::test]
+    async fn query_token_upload_like_nio() {
+        let k = kit();
+        let (_, token) = k.user("alice").await;
+        let req = http::Request::builder()
+            .method(Method::POST)
+            .uri(format!(
+                "/_matrix/media/r0/upload?access_token={token}&filename=notes%20v2.txt"
+            ))
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Body::from("hi"))
+            .expect("request");
+        let res = k.send(req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let uri = json_of(res).await["content_uri"]
+            .as_str()
+            .expect("uri")
+            .to_owned();
+        let path = uri.trim_start_matches("mxc://");
+        let res = k
+            .send(get_req(
+                &format!("/_matrix/client/v1/media/download/{path}?access_token={token}"),
+                None,
+            ))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            res.headers()[header::CONTENT_DISPOSITION],
+            "inline; filename=\"notes v2.txt\""
+        );
     }
 
     #[test]
