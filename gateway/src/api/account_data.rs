@@ -424,6 +424,19 @@ mod tests {
             types.contains(&"m.direct") && types.contains(&"m.push_rules"),
             "{types:?}"
         );
+        // Also with an inline filter that says nothing about account data.
+        let (_, filtered) = k
+            .call(
+                Method::GET,
+                &format!(
+                    "/_matrix/client/v3/sync?timeout=0&filter={}",
+                    enc(r#"{"room":{"timeline":{"limit":2}}}"#)
+                ),
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(filtered["account_data"], body["account_data"], "{filtered}");
         let room_ad = &body["rooms"]["join"][room.as_str()]["account_data"]["events"];
         assert_eq!(room_ad[0]["type"], "m.tag", "{body}");
         let next = body["next_batch"].as_str().expect("next").to_owned();
