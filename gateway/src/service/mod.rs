@@ -10,6 +10,7 @@ pub mod filter;
 pub mod keys;
 pub mod media;
 pub mod presence;
+pub mod push_eval;
 pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
