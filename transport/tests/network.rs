@@ -33,6 +33,13 @@ fn message(tag: u32, len: usize) -> Vec<u8> {
     v
 }
 
+/// A client on provider 1 that confirms messages explicitly (at-least-once mode).
+async fn receiver(net: &TestNet, i: usize, outbox: Arc<MemoryOutbox>) -> Client {
+    let mut cfg = client_cfg(net, i, 1, outbox);
+    cfg.auto_confirm = false;
+    Client::start(cfg).await.unwrap()
+}
+
 async fn collect(c: &mut Client, n: usize) -> Vec<Received> {
     let mut out = vec![];
     while out.len() < n {
@@ -40,6 +47,8 @@ async fn collect(c: &mut Client, n: usize) -> Vec<Received> {
             .await
             .expect("receive timed out")
             .expect("client stopped");
+        // Receivers c and d confirm after "storing" (auto_confirm off); others ignore it.
+        c.confirm(r.id);
         out.push(r);
     }
     out
@@ -76,12 +85,12 @@ async fn wait_counter(net: &TestNet, name: &str, at_least: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_delivers_exactly_once_through_failures() {
-    let mut net = TestNet::start(fast_params(), 2, 2).await;
+    let mut net = start_net(fast_params(), 2, 2).await;
     let obs: Vec<Arc<MemoryOutbox>> = (0..4).map(|_| Arc::new(MemoryOutbox::default())).collect();
-    let a = net.client(0, 0, obs[0].clone()).await;
-    let b = net.client(1, 0, obs[1].clone()).await;
-    let mut c = net.client(2, 1, obs[2].clone()).await;
-    let mut d = net.client(3, 1, obs[3].clone()).await;
+    let a = client(&net, 0, 0, obs[0].clone()).await;
+    let b = client(&net, 1, 0, obs[1].clone()).await;
+    let mut c = receiver(&net, 2, obs[2].clone()).await;
+    let mut d = receiver(&net, 3, obs[3].clone()).await;
     let (ca, da) = (c.address(), d.address());
 
     // 1. Sizes from 1 B to 64 KiB, two senders, two receivers, plus one the other way.
@@ -113,6 +122,14 @@ async fn network_delivers_exactly_once_through_failures() {
     check_exactly(&gd, &to_d);
     check_exactly(&ga, &to_a);
 
+    // 1b. A recipient whose provider is not in the directory: the send fails, nothing hangs.
+    let nowhere = Address {
+        provider: [0xaa; 16],
+        ..ca.clone()
+    };
+    let h = a.send(&nowhere, b"lost".to_vec()).unwrap();
+    assert_eq!(timeout(WAIT, h.outcome()).await.unwrap(), Outcome::Failed);
+
     // 2. A mix node dies mid-run: retransmission on fresh paths still delivers.
     let msgs: Vec<_> = (0..6)
         .map(|i| message(300 + i, 2000 + 500 * i as usize))
@@ -121,7 +138,7 @@ async fn network_delivers_exactly_once_through_failures() {
         .iter()
         .map(|m| a.send(&ca, m.clone()).unwrap())
         .collect();
-    net.mixes[0].kill().await;
+    net.mixes[0].stop();
     for h in handles {
         assert_eq!(
             timeout(WAIT, h.outcome()).await.unwrap(),
@@ -131,7 +148,7 @@ async fn network_delivers_exactly_once_through_failures() {
     check_exactly(&collect(&mut c, msgs.len()).await, &msgs);
 
     // 3. The receivers' provider restarts (same keys, same mailbox store).
-    net.providers[1].kill().await;
+    net.providers[1].stop();
     let msgs: Vec<_> = (0..4).map(|i| message(400 + i, 700)).collect();
     let handles: Vec<_> = msgs
         .iter()
@@ -142,7 +159,7 @@ async fn network_delivers_exactly_once_through_failures() {
         net.providers[1].cfg.clone(),
         net.providers[1].mailboxes.clone(),
     );
-    net.providers[1] = RunningNode::start(cfg, store).await;
+    net.providers[1] = RunningNode::start(cfg, store).await.unwrap();
     for h in handles {
         assert_eq!(
             timeout(WAIT, h.outcome()).await.unwrap(),
@@ -163,9 +180,34 @@ async fn network_delivers_exactly_once_through_failures() {
             .len(&da.mailbox)
             > 0
     );
-    let mut d = net.client(3, 1, obs[3].clone()).await;
+    let mut d = receiver(&net, 3, obs[3].clone()).await;
     assert_eq!(d.address(), da);
     check_exactly(&collect(&mut d, msgs.len()).await, &msgs);
+
+    // 4b. The receiver crashes half-way through a 64 KiB message: fragments it had taken but
+    // not acknowledged are offered again, and the restarted receiver gets the message once.
+    let big = vec![message(550, 65_536)];
+    let h = b.send(&da, big[0].clone()).unwrap();
+    for _ in 0..400 {
+        if d.stats().get("fragments") >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let completed_before_crash = d.stats().get("received") > msgs.len() as u64;
+    eprintln!(
+        "receiver crashed after {} fragments (message complete before crash: {completed_before_crash})",
+        d.stats().get("fragments")
+    );
+    drop(d);
+    assert_eq!(
+        timeout(WAIT, h.outcome()).await.unwrap(),
+        Outcome::Delivered
+    );
+    let mut d = receiver(&net, 3, obs[3].clone()).await;
+    if !completed_before_crash {
+        check_exactly(&collect(&mut d, 1).await, &big);
+    }
 
     // 5. Request / response over the reply blocks the request carried.
     let req = a.request(&ca, b"ping".to_vec(), 3000, WAIT);
@@ -179,7 +221,7 @@ async fn network_delivers_exactly_once_through_failures() {
     assert_eq!(resp.unwrap(), message(600, 3000));
 
     // 6. Bad input: dropped and counted, nothing else disturbed.
-    let sd = fetch_document(net.dir_addr, None).await.unwrap();
+    let sd = fetch_document(net.directory, None).await.unwrap();
     let doc = sd.verify(&[net.authority], 1, now_ms()).unwrap();
     let hop = |id| {
         let n = doc.node(id).unwrap();

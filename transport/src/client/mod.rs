@@ -65,6 +65,11 @@ pub struct ClientConfig {
     pub refresh: Duration,
     /// Durable state.
     pub outbox: Arc<dyn Outbox>,
+    /// `true`: a message counts as received once handed to `recv` (simple, but a crash
+    /// before the application stored it loses it). `false`: the application calls
+    /// [`Client::confirm`] after storing it; until then its packets stay at the provider and
+    /// arrive again after a crash (at-least-once, deduplicated by id otherwise).
+    pub auto_confirm: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -97,6 +102,7 @@ impl ClientConfig {
             ack_slack: Duration::from_secs(2),
             refresh: Duration::from_secs(60),
             outbox: Arc::new(MemoryOutbox::default()),
+            auto_confirm: true,
         }
     }
 }
@@ -189,6 +195,12 @@ impl Client {
         self.engine.address.clone()
     }
 
+    /// The directory document in use (refreshed periodically): nodes, parameters and the
+    /// published gateway descriptors.
+    pub fn document(&self) -> Arc<crate::directory::Document> {
+        self.engine.current_document()
+    }
+
     /// Counters.
     pub fn stats(&self) -> Arc<ClientStats> {
         self.engine.stats.clone()
@@ -219,6 +231,12 @@ impl Client {
             Ok(Err(_)) => Err(ClientError::Stopped),
             Err(_) => Err(ClientError::Timeout),
         }
+    }
+
+    /// Confirms that a received message is stored (only with `auto_confirm = false`): records
+    /// its id as received and lets the provider forget its packets.
+    pub fn confirm(&self, id: MsgId) {
+        self.engine.confirm(id);
     }
 
     /// Answers a request on the reply blocks it carried.

@@ -27,6 +27,8 @@ pub trait Outbox: Send + Sync {
     fn list(&self) -> Vec<(MsgId, OutboxEntry)>;
     /// Records a received message id; returns `false` if it was already recorded.
     fn mark_received(&self, id: &MsgId) -> bool;
+    /// Whether a message id was recorded as received.
+    fn was_received(&self, id: &MsgId) -> bool;
 }
 
 /// An in-memory [`Outbox`] (share one `Arc` across client restarts to model durability).
@@ -62,5 +64,11 @@ impl Outbox for MemoryOutbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(*id)
+    }
+    fn was_received(&self, id: &MsgId) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 }

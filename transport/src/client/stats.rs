@@ -23,6 +23,8 @@ crate::counters!(
         failed,
         /// Messages received (receiver side, after duplicate suppression).
         received,
+        /// Fragments of incoming messages accepted for reassembly.
+        fragments,
         /// Duplicate fragments or messages suppressed.
         duplicates,
         /// Loop-cover packets that came back.
