@@ -15,7 +15,10 @@ use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use storage::{key, u64_be, Batch, Db, RawTable, Table};
 
-use super::users::{now_ms, random_string};
+use super::{
+    thumbnail::{Size, Thumbnail},
+    users::{now_ms, random_string},
+};
 use crate::error::{ApiError, ApiResult};
 
 /// Bytes per stored chunk.
@@ -79,6 +82,8 @@ pub struct Media {
     meta: Table<MediaMeta>,
     content: RawTable,
     pending: Table<Pending>,
+    /// media id, size key → cached thumbnail (see [`Thumbnail::to_bytes`]).
+    thumbs: RawTable,
 }
 
 /// Whether `id` could be a media id (alphanumerics, `-` and `_`), so that bad path input never
@@ -99,6 +104,7 @@ impl Media {
             meta: Table::new("media_meta"),
             content: RawTable::new("media_content"),
             pending: Table::new("media_pending"),
+            thumbs: RawTable::new("media_thumbnails"),
         }
     }
 
@@ -220,6 +226,26 @@ impl Media {
             Some(p) if p.expires_ts > now_ms() => MediaState::Pending,
             _ => MediaState::Missing,
         })
+    }
+
+    /// A cached thumbnail of `id` at `size`.
+    pub fn cached_thumbnail(&self, id: &str, size: &Size) -> ApiResult<Option<Thumbnail>> {
+        Ok(self
+            .thumbs
+            .get(&self.db, &key(&[id.as_bytes(), size.key().as_bytes()]))?
+            .and_then(|b| Thumbnail::from_bytes(&b)))
+    }
+
+    /// Caches a thumbnail (not flushed: it can always be made again).
+    pub fn store_thumbnail(&self, id: &str, size: &Size, thumb: &Thumbnail) -> ApiResult<()> {
+        let mut b = Batch::new();
+        self.thumbs.put(
+            &mut b,
+            &key(&[id.as_bytes(), size.key().as_bytes()]),
+            thumb.to_bytes(),
+        );
+        self.db.apply(b)?;
+        Ok(())
     }
 
     /// The metadata and bytes of an uploaded file.

@@ -15,6 +15,7 @@ pub mod ratelimit;
 pub mod rooms;
 pub mod stream;
 pub mod sync;
+pub mod thumbnail;
 pub mod to_device;
 pub mod uiaa;
 pub mod users;
