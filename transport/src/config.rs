@@ -204,12 +204,12 @@ mod tests {
         p
     }
 
-    /// The documented example files in `transport/config/` parse (key files redirected).
+    /// The documented example files in `config/` parse (key files redirected).
     #[test]
     fn example_files_parse() {
         let d = std::env::temp_dir().join(format!("mixgate-examples-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
         for name in ["mixnode.toml", "provider.toml", "directory.toml"] {
             let text = std::fs::read_to_string(root.join(name)).unwrap();
             let key = d.join(format!("{name}.key"));
