@@ -339,6 +339,11 @@ async fn serve_thumbnail(
     if let Some(t) = gw.media.cached_thumbnail(media_id, &size)? {
         return Ok(respond(&t.content_type, None, t.data));
     }
+    let _permit = gw.media.thumbnail_permit().await?;
+    // Another request may have made it while this one waited.
+    if let Some(t) = gw.media.cached_thumbnail(media_id, &size)? {
+        return Ok(respond(&t.content_type, None, t.data));
+    }
     let made = tokio::task::spawn_blocking(move || (thumbnail::make(&data, size), data))
         .await
         .map_err(|e| ApiError::internal(format!("thumbnail task failed: {e}")))?;

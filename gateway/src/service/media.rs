@@ -84,7 +84,12 @@ pub struct Media {
     pending: Table<Pending>,
     /// media id, size key → cached thumbnail (see [`Thumbnail::to_bytes`]).
     thumbs: RawTable,
+    /// Bounds concurrent thumbnail decoding (CPU and memory).
+    thumb_permits: tokio::sync::Semaphore,
 }
+
+/// Thumbnails decoded at the same time.
+pub const CONCURRENT_THUMBNAILS: usize = 2;
 
 /// Whether `id` could be a media id (alphanumerics, `-` and `_`), so that bad path input never
 /// reaches storage keys.
@@ -105,6 +110,7 @@ impl Media {
             content: RawTable::new("media_content"),
             pending: Table::new("media_pending"),
             thumbs: RawTable::new("media_thumbnails"),
+            thumb_permits: tokio::sync::Semaphore::new(CONCURRENT_THUMBNAILS),
         }
     }
 
@@ -234,6 +240,14 @@ impl Media {
             .thumbs
             .get(&self.db, &key(&[id.as_bytes(), size.key().as_bytes()]))?
             .and_then(|b| Thumbnail::from_bytes(&b)))
+    }
+
+    /// Waits for a turn to make a thumbnail (at most [`CONCURRENT_THUMBNAILS`] at once).
+    pub async fn thumbnail_permit(&self) -> ApiResult<tokio::sync::SemaphorePermit<'_>> {
+        self.thumb_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("thumbnailer closed"))
     }
 
     /// Caches a thumbnail (not flushed: it can always be made again).

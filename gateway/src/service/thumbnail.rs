@@ -5,8 +5,9 @@
 //! cannot fill the store with arbitrary sizes. A request larger than every standard size, an
 //! image already small enough, an animated format (GIF, so animations keep playing) or anything
 //! the decoder refuses gets the original file instead. Decoding is bounded (16384 px per side,
-//! 256 MiB of pixels) and runs on a blocking thread. JPEG sources give JPEG thumbnails; everything
-//! else gives PNG (keeps transparency). Thumbnails are cached in `media_thumbnails`.
+//! 256 MiB of pixels), runs on a blocking thread, two at a time at most. JPEG sources give JPEG
+//! thumbnails; everything else gives PNG (keeps transparency). Thumbnails are cached in
+//! `media_thumbnails`.
 
 use std::io::Cursor;
 
