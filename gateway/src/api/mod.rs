@@ -18,7 +18,7 @@ mod push;
 mod rooms;
 mod sync;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod to_device;
 mod user_directory;
 mod versions;
