@@ -75,7 +75,10 @@ pub async fn sync(gw: &Gateway, caller: &Caller, req: SyncRequest) -> ApiResult<
         changes.borrow_and_update();
         let upto = gw.stream.current();
         let since = req.since.unwrap_or(0);
-        if upto > since || req.since.is_none() || req.full_state {
+        let pending_to_device =
+            gw.to_device
+                .has_undelivered(&caller.user_id, caller.device_id.as_str(), since)?;
+        if upto > since || req.since.is_none() || req.full_state || pending_to_device {
             let (body, has_news) = build(gw, caller, &req, &filter, upto)?;
             if has_news || req.since.is_none() || req.full_state {
                 return Ok(body);
