@@ -204,7 +204,7 @@ mod tests {
         p
     }
 
-    /// The documented example files in the workspace's `config/` parse (key files redirected).
+    /// The documented example files in `config/` parse (key files redirected).
     #[test]
     fn example_files_parse() {
         let d = std::env::temp_dir().join(format!("mixgate-examples-{}", std::process::id()));

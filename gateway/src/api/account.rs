@@ -197,9 +197,7 @@ async fn logout(
     req: Ruma<logout::Request>,
 ) -> RumaResult<logout::Response> {
     let caller = req.caller()?;
-    gw.users
-        .delete_device(&caller.user_id, caller.device_id.as_str())
-        .await?;
+    crate::service::keys::remove_device(&gw, &caller.user_id, caller.device_id.as_str()).await?;
     Ok(RumaResponse(logout::Response::new()))
 }
 
@@ -209,9 +207,7 @@ async fn logout_all(
 ) -> RumaResult<logout_all::Response> {
     let caller = req.caller()?;
     for (device_id, _) in gw.users.devices(&caller.user_id)? {
-        gw.users
-            .delete_device(&caller.user_id, device_id.as_str())
-            .await?;
+        crate::service::keys::remove_device(&gw, &caller.user_id, device_id.as_str()).await?;
     }
     Ok(RumaResponse(logout_all::Response::new()))
 }
@@ -238,8 +234,7 @@ async fn change_password(
     if req.body.logout_devices {
         for (device_id, _) in gw.users.devices(&caller.user_id)? {
             if device_id != caller.device_id {
-                gw.users
-                    .delete_device(&caller.user_id, device_id.as_str())
+                crate::service::keys::remove_device(&gw, &caller.user_id, device_id.as_str())
                     .await?;
             }
         }
@@ -272,9 +267,7 @@ async fn deactivate(
         }
     }
     for (device_id, _) in gw.users.devices(&caller.user_id)? {
-        gw.users
-            .delete_device(&caller.user_id, device_id.as_str())
-            .await?;
+        crate::service::keys::remove_device(&gw, &caller.user_id, device_id.as_str()).await?;
     }
     if let Some(mut record) = gw.users.get(&caller.user_id)? {
         record.deactivated = true;

@@ -5,7 +5,7 @@ mod account_data;
 mod backup;
 mod devices;
 #[cfg(test)]
-mod e2ee_testing;
+pub(crate) mod e2ee_testing;
 mod extract;
 mod filter;
 mod keys;
@@ -18,7 +18,7 @@ mod push;
 mod rooms;
 mod sync;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod to_device;
 mod user_directory;
 mod versions;

@@ -75,7 +75,10 @@ pub async fn sync(gw: &Gateway, caller: &Caller, req: SyncRequest) -> ApiResult<
         changes.borrow_and_update();
         let upto = gw.stream.current();
         let since = req.since.unwrap_or(0);
-        if upto > since || req.since.is_none() || req.full_state {
+        let pending_to_device =
+            gw.to_device
+                .has_undelivered(&caller.user_id, caller.device_id.as_str(), since)?;
+        if upto > since || req.since.is_none() || req.full_state || pending_to_device {
             let (body, has_news) = build(gw, caller, &req, &filter, upto)?;
             if has_news || req.since.is_none() || req.full_state {
                 return Ok(body);
@@ -438,21 +441,24 @@ fn unread_counts(gw: &Gateway, room: &RoomId, user: &UserId, upto: u64) -> ApiRe
             .unwrap_or(0),
         None => 0,
     };
-    let mut count = 0;
+    // Counted by the user's push rules (reactions, edits, notices do not count; mentions
+    // highlight).
+    let eval = super::push_eval::PushEvaluator::for_room(gw, user, room)?;
+    let (mut count, mut highlights) = (0u64, 0u64);
     for (pos, id) in gw.rooms.timeline(room, upto, true, 100)? {
         if pos <= read_pos {
             break;
         }
-        if let Some((pdu, _)) = gw.rooms.get_pdu(&id)? {
+        if let Some((pdu, stored)) = gw.rooms.get_pdu(&id)? {
             if pdu.sender == user {
                 break;
             }
-            if !pdu.is_state() && pdu.kind.to_string() != "m.room.redaction" {
-                count += 1;
-            }
+            let verdict = eval.evaluate(&stored.json);
+            count += u64::from(verdict.notify);
+            highlights += u64::from(verdict.highlight);
         }
     }
-    Ok(json!({ "notification_count": count.min(99), "highlight_count": 0 }))
+    Ok(json!({ "notification_count": count.min(99), "highlight_count": highlights.min(99) }))
 }
 
 /// Stripped state shown with an invite.
