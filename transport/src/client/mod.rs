@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 pub use fragment::{
     fragment, Added, FragError, Kind, MsgId, Reassembler, CHUNK, MAX_CONTENT, MAX_MESSAGE,
 };
-pub use outbox::{MemoryOutbox, Outbox, OutboxEntry, OutboxError, RequestEntry};
+pub use outbox::{Durable, MemoryOutbox, Outbox, OutboxEntry, OutboxError, RequestEntry};
 pub use outbox_store::{StorageOutbox, RECEIVED_RETENTION_MS};
 pub use request::RequestHandle;
 pub use stats::ClientStats;

@@ -6,6 +6,8 @@
 //! [`StorageOutbox`]: super::StorageOutbox
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use super::fragment::MsgId;
@@ -39,13 +41,15 @@ pub enum OutboxError {
     Storage(#[from] storage::Error),
 }
 
+/// What [`Outbox::sync`] returns: completes once earlier writes are durable.
+pub type Durable<'a> = Pin<Box<dyn Future<Output = Result<(), OutboxError>> + Send + 'a>>;
+
 /// Durable client state.
 ///
-/// The client calls these from blocking-tolerant contexts (`put` and `mark_received` run on the
-/// blocking pool), so an implementation may fsync.
+/// Writes are applied at once and made durable by [`Outbox::sync`], which the client awaits
+/// where durability matters, so concurrent writers can share one fsync (group commit).
 pub trait Outbox: Send + Sync {
-    /// Records a message before it is sent. It must be durable when this returns: `send`
-    /// returns only after it.
+    /// Records a message before it is sent. `send` returns only after this and a `sync`.
     fn put(&self, id: &MsgId, entry: &OutboxEntry) -> Result<(), OutboxError>;
     /// Forgets a message once its outcome is known. Need not be durable at once: a removal
     /// lost in a crash only makes the message go out again, and the recipient drops it as a
@@ -54,11 +58,13 @@ pub trait Outbox: Send + Sync {
     /// Everything not yet resolved, oldest first (resent, or for requests re-issued, after a
     /// restart).
     fn list(&self) -> Result<Vec<(MsgId, OutboxEntry)>, OutboxError>;
-    /// Records a received message id. It must be durable when this returns: the client
-    /// confirms the message to its sender only after it.
+    /// Records a received message id. The client confirms the message to its sender only
+    /// after this and a `sync`.
     fn mark_received(&self, id: &MsgId) -> Result<(), OutboxError>;
     /// Whether a message id was recorded as received.
     fn was_received(&self, id: &MsgId) -> Result<bool, OutboxError>;
+    /// Makes every write applied so far durable.
+    fn sync(&self) -> Durable<'_>;
 }
 
 /// An in-memory [`Outbox`] (share one `Arc` across client restarts to model durability).
@@ -98,5 +104,8 @@ impl Outbox for MemoryOutbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(id))
+    }
+    fn sync(&self) -> Durable<'_> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }

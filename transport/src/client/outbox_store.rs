@@ -8,7 +8,8 @@
 //!   bytes;
 //! * `transport_received`: message id → received at ms (8, BE).
 //!
-//! `put` and `mark_received` flush before they return; `remove` does not (see [`Outbox`]).
+//! `sync` is the store's group commit ([`Db::flush`]): writers waiting at the same time share
+//! one fsync.
 //! Received ids older than [`RECEIVED_RETENTION_MS`] are pruned when the store is opened.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use storage::{Batch, Db, RawTable};
 use tracing::warn;
 
 use super::fragment::MsgId;
-use super::outbox::{Outbox, OutboxEntry, OutboxError, RequestEntry};
+use super::outbox::{Durable, Outbox, OutboxEntry, OutboxError, RequestEntry};
 use super::Address;
 use crate::util::now_ms;
 
@@ -138,7 +139,6 @@ impl Outbox for StorageOutbox {
         let mut batch = Batch::new();
         self.out.put(&mut batch, id, encode(entry, self.stamp()));
         self.db.apply(batch)?;
-        self.db.flush_blocking()?;
         Ok(())
     }
 
@@ -174,12 +174,15 @@ impl Outbox for StorageOutbox {
         self.seen
             .put(&mut batch, id, storage::u64_be(now_ms()).to_vec());
         self.db.apply(batch)?;
-        self.db.flush_blocking()?;
         Ok(())
     }
 
     fn was_received(&self, id: &MsgId) -> Result<bool, OutboxError> {
         Ok(self.seen.get(&self.db, id)?.is_some())
+    }
+
+    fn sync(&self) -> Durable<'_> {
+        Box::pin(async move { Ok(self.db.flush().await?) })
     }
 }
 
@@ -203,8 +206,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn survives_reopen_in_order_and_forgets_removed() {
+    #[tokio::test]
+    async fn survives_reopen_in_order_and_forgets_removed() {
         let dir = tempfile::tempdir().unwrap();
         {
             let ob = StorageOutbox::open(Db::open(dir.path()).unwrap()).unwrap();
@@ -213,6 +216,7 @@ mod tests {
             }
             ob.remove(&[8; 16]).unwrap();
             ob.mark_received(&[42; 16]).unwrap();
+            ob.sync().await.unwrap();
         }
         let ob = StorageOutbox::open(Db::open(dir.path()).unwrap()).unwrap();
         let got = ob.list().unwrap();

@@ -67,12 +67,13 @@ impl Engine {
         }
         let e = self.clone();
         self.rt.spawn(async move {
-            let outbox = e.cfg.outbox.clone();
-            match tokio::task::spawn_blocking(move || outbox.mark_received(&id)).await {
-                Ok(Ok(())) => {}
+            let recorded = match e.cfg.outbox.mark_received(&id) {
+                Ok(()) => e.cfg.outbox.sync().await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = recorded {
                 // Confirming anyway risks a duplicate later, never a loss.
-                Ok(Err(err)) => warn!("received id not recorded: {err}"),
-                Err(_) => return,
+                warn!("received id not recorded: {err}");
             }
             e.finish_confirm(id);
         });

@@ -282,6 +282,10 @@ impl Engine {
                 Err(err) => warn!("outbox entry not resent: {err}"),
             }
         }
+        if !resumed_requests.is_empty() {
+            // Re-issued requests were written under new ids; make that durable.
+            engine.cfg.outbox.sync().await?;
+        }
         if !resumed.is_empty() {
             debug!(count = resumed.len(), "resending messages from the outbox");
         }

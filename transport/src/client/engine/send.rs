@@ -42,16 +42,14 @@ impl Engine {
         }
     }
 
-    /// Writes an outbox entry durably (on the blocking pool) and gives it back.
+    /// Writes an outbox entry and waits until it is durable; gives it back.
     pub(super) async fn persist(
         &self,
         id: MsgId,
         entry: OutboxEntry,
     ) -> Result<OutboxEntry, ClientError> {
-        let outbox = self.cfg.outbox.clone();
-        let entry = tokio::task::spawn_blocking(move || outbox.put(&id, &entry).map(|()| entry))
-            .await
-            .map_err(|_| ClientError::Stopped)??;
+        self.cfg.outbox.put(&id, &entry)?;
+        self.cfg.outbox.sync().await?;
         Ok(entry)
     }
 
