@@ -1,25 +1,25 @@
 //! The client-server API: routes, extractors and handlers.
 
 mod account;
+mod account_data;
 mod backup;
 mod devices;
 #[cfg(test)]
 mod e2ee_testing;
 mod extract;
-mod keys;
-mod message;
-mod rooms;
-mod sync;
-mod to_device;
-mod account_data;
 mod filter;
+mod keys;
 mod media;
+mod message;
 mod misc;
 mod presence;
 mod profile;
 mod push;
+mod rooms;
+mod sync;
 #[cfg(test)]
 mod testkit;
+mod to_device;
 mod user_directory;
 mod versions;
 
