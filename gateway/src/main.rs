@@ -70,6 +70,24 @@ enum Command {
     },
     /// Run a gateway: the homeserver Matrix clients talk to.
     Gateway(GatewayArgs),
+    /// Run a mix node of the mixnet (`config/mixnode.toml`).
+    Mixnode {
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a provider: mixnet entry/exit and mailboxes of its gateways (`config/provider.toml`).
+    Provider {
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a directory authority (`config/directory.toml`).
+    Directory {
+        /// Directory config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Operator tasks on a gateway's data (run while the gateway is stopped).
     Admin {
         #[command(flatten)]
@@ -154,6 +172,34 @@ async fn run() -> anyhow::Result<()> {
             gateway::serve::run(config).await
         }
         Command::Admin { gateway, task } => admin(&gateway, task).await,
+        Command::Mixnode { config } => {
+            let cfg = transport::config::NodeFile::load(&config)?;
+            anyhow::ensure!(
+                matches!(cfg.role, transport::directory::Role::Mix { .. }),
+                "{}: key `role`: expected \"mix\" for `mixgate mixnode`",
+                config.display()
+            );
+            tracing::info!(listen = %cfg.listen, "mix node starting");
+            transport::node::run_mixnode(cfg).await?;
+            Ok(())
+        }
+        Command::Provider { config } => {
+            let cfg = transport::config::NodeFile::load(&config)?;
+            anyhow::ensure!(
+                matches!(cfg.role, transport::directory::Role::Provider),
+                "{}: key `role`: expected \"provider\" for `mixgate provider`",
+                config.display()
+            );
+            tracing::info!(listen = %cfg.listen, "provider starting");
+            transport::node::run_provider(cfg).await?;
+            Ok(())
+        }
+        Command::Directory { config } => {
+            let cfg = transport::config::DirectoryFile::load(&config)?;
+            tracing::info!(listen = %cfg.listen, "directory authority starting");
+            transport::directory::run_directory(cfg).await?;
+            Ok(())
+        }
         Command::Up { data, listen } => {
             let config = GatewayConfig {
                 listen,
@@ -170,7 +216,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sled=warn".into()),
+                .unwrap_or_else(|_| "info,sled=warn,ruma_state_res=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -9,6 +9,12 @@ pub enum Error {
     /// The on-disk database failed (I/O, corruption).
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
+    /// Making writes durable failed.
+    #[error("flush failed: {0}")]
+    Flush(String),
+    /// The flusher thread could not be started.
+    #[error("cannot start the flusher thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// A stored value could not be encoded or decoded.
     #[error("stored value in table `{table}` is not valid: {source}")]
     Codec {

@@ -13,6 +13,7 @@
 mod batch;
 mod db;
 mod error;
+mod flusher;
 mod keys;
 pub mod migrations;
 mod table;

@@ -8,8 +8,10 @@
 mod counters;
 
 pub mod client;
+pub mod config;
 pub mod directory;
 pub mod link;
+pub mod local;
 pub mod node;
 pub mod packet;
 pub mod util;

@@ -1,7 +1,6 @@
 //! Nodes and clients refuse a directory document signed by an authority they do not trust.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use transport::client::{Client, ClientConfig, ClientError};
@@ -49,7 +48,6 @@ async fn forged_document_is_refused_and_counted() {
         r,
         Err(ClientError::Directory(DirectoryError::Signatures { .. }))
     ));
-    let _ = Arc::clone(&stats);
     t.abort();
     h.abort();
 }

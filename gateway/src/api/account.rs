@@ -6,7 +6,8 @@ use axum::{extract::State, Router};
 use ruma::{
     api::client::{
         account::{
-            change_password::v3 as change_password, deactivate::v3 as deactivate,
+            change_password::v3 as change_password,
+            check_registration_token_validity::v1 as token_validity, deactivate::v3 as deactivate,
             get_username_availability::v3 as availability, register::v3 as register,
             whoami::v3 as whoami, ThirdPartyIdRemovalStatus,
         },
@@ -119,6 +120,20 @@ async fn username_available(
     Ok(RumaResponse(availability::Response::new(true)))
 }
 
+async fn registration_token_validity(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<token_validity::Request>,
+) -> RumaResult<token_validity::Response> {
+    gw.auth_limiter.check(req.ip)?;
+    if gw.config.registration != RegistrationMode::Token {
+        return Err(ApiError::forbidden(
+            "Registration tokens are not used on this server",
+        ));
+    }
+    let valid = gw.users.registration_token_valid(&req.body.token)?;
+    Ok(RumaResponse(token_validity::Response::new(valid)))
+}
+
 async fn get_login_types(_req: Ruma<login_types::Request>) -> RumaResult<login_types::Response> {
     Ok(RumaResponse(login_types::Response::new(vec![
         login_types::LoginType::Password(Default::default()),
@@ -182,9 +197,7 @@ async fn logout(
     req: Ruma<logout::Request>,
 ) -> RumaResult<logout::Response> {
     let caller = req.caller()?;
-    gw.users
-        .delete_device(&caller.user_id, caller.device_id.as_str())
-        .await?;
+    crate::service::keys::remove_device(&gw, &caller.user_id, caller.device_id.as_str()).await?;
     Ok(RumaResponse(logout::Response::new()))
 }
 
@@ -194,9 +207,7 @@ async fn logout_all(
 ) -> RumaResult<logout_all::Response> {
     let caller = req.caller()?;
     for (device_id, _) in gw.users.devices(&caller.user_id)? {
-        gw.users
-            .delete_device(&caller.user_id, device_id.as_str())
-            .await?;
+        crate::service::keys::remove_device(&gw, &caller.user_id, device_id.as_str()).await?;
     }
     Ok(RumaResponse(logout_all::Response::new()))
 }
@@ -223,8 +234,7 @@ async fn change_password(
     if req.body.logout_devices {
         for (device_id, _) in gw.users.devices(&caller.user_id)? {
             if device_id != caller.device_id {
-                gw.users
-                    .delete_device(&caller.user_id, device_id.as_str())
+                crate::service::keys::remove_device(&gw, &caller.user_id, device_id.as_str())
                     .await?;
             }
         }
@@ -257,9 +267,7 @@ async fn deactivate(
         }
     }
     for (device_id, _) in gw.users.devices(&caller.user_id)? {
-        gw.users
-            .delete_device(&caller.user_id, device_id.as_str())
-            .await?;
+        crate::service::keys::remove_device(&gw, &caller.user_id, device_id.as_str()).await?;
     }
     if let Some(mut record) = gw.users.get(&caller.user_id)? {
         record.deactivated = true;
@@ -274,6 +282,7 @@ async fn deactivate(
 pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     let r = add::<register::Request, _, _>(r, register);
     let r = add::<availability::Request, _, _>(r, username_available);
+    let r = add::<token_validity::Request, _, _>(r, registration_token_validity);
     let r = add::<login_types::Request, _, _>(r, get_login_types);
     let r = add::<login::Request, _, _>(r, login);
     let r = add::<logout::Request, _, _>(r, logout);

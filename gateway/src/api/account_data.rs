@@ -100,6 +100,15 @@ async fn room_get(
     let caller = req.caller()?;
     require_self(caller, &req.body.user_id)?;
     let kind = req.body.event_type.to_string();
+    if kind == "m.fully_read" {
+        // Stored with the read markers.
+        return gw
+            .ephemeral
+            .fully_read_event(&req.body.room_id, &caller.user_id, 0)?
+            .and_then(|e| e.get("content").cloned())
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found("Account data not found"));
+    }
     gw.account_data
         .get(&caller.user_id, Some(&req.body.room_id), &kind)?
         .map(Json)
@@ -375,5 +384,81 @@ mod tests {
         assert!(events
             .iter()
             .any(|e| e["type"] == "m.tag" && e["content"]["tags"]["m.favourite"]["order"] == 0.5));
+    }
+
+    #[tokio::test]
+    async fn delivered_by_sync() {
+        let k = kit();
+        let (alice, token) = k.user("alice").await;
+        let t = Some(token.as_str());
+        let room = k.room(&alice).await;
+        let user = enc(alice.as_str());
+        k.call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/user/{user}/account_data/m.direct"),
+            t,
+            Some(json!({"a": 1})),
+        )
+        .await;
+        k.call(
+            Method::PUT,
+            &format!(
+                "/_matrix/client/v3/user/{user}/rooms/{}/tags/m.favourite",
+                enc(room.as_str())
+            ),
+            t,
+            Some(json!({})),
+        )
+        .await;
+        let (status, body) = k
+            .call(Method::GET, "/_matrix/client/v3/sync?timeout=0", t, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let types: Vec<&str> = body["account_data"]["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["type"].as_str())
+            .collect();
+        assert!(
+            types.contains(&"m.direct") && types.contains(&"m.push_rules"),
+            "{types:?}"
+        );
+        // Also with an inline filter that says nothing about account data.
+        let (_, filtered) = k
+            .call(
+                Method::GET,
+                &format!(
+                    "/_matrix/client/v3/sync?timeout=0&filter={}",
+                    enc(r#"{"room":{"timeline":{"limit":2}}}"#)
+                ),
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(filtered["account_data"], body["account_data"], "{filtered}");
+        let room_ad = &body["rooms"]["join"][room.as_str()]["account_data"]["events"];
+        assert_eq!(room_ad[0]["type"], "m.tag", "{body}");
+        let next = body["next_batch"].as_str().expect("next").to_owned();
+
+        k.call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/user/{user}/account_data/x.y"),
+            t,
+            Some(json!({"b": 2})),
+        )
+        .await;
+        let (_, body) = k
+            .call(
+                Method::GET,
+                &format!("/_matrix/client/v3/sync?timeout=0&since={next}"),
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(
+            body["account_data"]["events"],
+            json!([{"type": "x.y", "content": {"b": 2}}])
+        );
     }
 }

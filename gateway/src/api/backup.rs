@@ -282,3 +282,143 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     let r = add::<delete_room::Request, _, _>(r, delete_room_keys);
     add::<delete_session::Request, _, _>(r, delete_session_key)
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::api::e2ee_testing::{call, gateway, user};
+
+    fn session(idx: u64) -> serde_json::Value {
+        json!({"first_message_index": idx, "forwarded_count": 0, "is_verified": false,
+               "session_data": {"ephemeral": "e", "ciphertext": "c", "mac": "m"}})
+    }
+
+    #[tokio::test]
+    async fn backup_lifecycle_over_http() {
+        let (gw, app) = gateway();
+        let alice = user(&gw, "alice", "ADEV").await;
+        let version_path = "/_matrix/client/v3/room_keys/version";
+        let (status, body) = call(&app, Method::GET, version_path, &alice, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["errcode"], "M_NOT_FOUND");
+        // The r0 and unstable paths answer the same.
+        let (status, body) = call(
+            &app,
+            Method::GET,
+            "/_matrix/client/r0/room_keys/version",
+            &alice,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["errcode"].clone()),
+            (StatusCode::NOT_FOUND, json!("M_NOT_FOUND"))
+        );
+
+        let algorithm = json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+                               "auth_data": {"public_key": "cGs", "signatures": {}}});
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            version_path,
+            &alice,
+            Some(algorithm.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, json!({"version": "1"}));
+
+        let keys = json!({"rooms": {"!room:test.local": {"sessions": {"sess1": session(3)}}}});
+        let (status, body) = call(
+            &app,
+            Method::PUT,
+            "/_matrix/client/v3/room_keys/keys?version=1",
+            &alice,
+            Some(keys.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["count"], 1);
+        let etag = body["etag"].clone();
+
+        let (status, body) = call(&app, Method::GET, version_path, &alice, None).await;
+        assert_eq!(status, StatusCode::OK);
+        insta::assert_json_snapshot!("backup_version", body);
+        assert_eq!(body["etag"], etag);
+
+        // A new version makes version 1 stale.
+        call(&app, Method::POST, version_path, &alice, Some(algorithm)).await;
+        let (status, body) = call(
+            &app,
+            Method::PUT,
+            "/_matrix/client/v3/room_keys/keys?version=1",
+            &alice,
+            Some(keys),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["errcode"], "M_WRONG_ROOM_KEYS_VERSION");
+        assert_eq!(body["current_version"], "2");
+
+        // Version 1's keys are still readable; a missing session is 404.
+        let (status, body) = call(
+            &app,
+            Method::GET,
+            "/_matrix/client/v3/room_keys/keys/!room:test.local/sess1?version=1",
+            &alice,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["first_message_index"], 3);
+        let (status, body) = call(
+            &app,
+            Method::GET,
+            "/_matrix/client/v3/room_keys/keys/!room:test.local/nope?version=1",
+            &alice,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["errcode"].clone()),
+            (StatusCode::NOT_FOUND, json!("M_NOT_FOUND"))
+        );
+        let (status, body) = call(
+            &app,
+            Method::GET,
+            "/_matrix/client/v3/room_keys/keys/!other:test.local?version=1",
+            &alice,
+            None,
+        )
+        .await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"sessions": {}})));
+
+        let (status, _) = call(
+            &app,
+            Method::DELETE,
+            "/_matrix/client/v3/room_keys/version/1",
+            &alice,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(
+            &app,
+            Method::GET,
+            "/_matrix/client/v3/room_keys/version/1",
+            &alice,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["errcode"].clone()),
+            (StatusCode::NOT_FOUND, json!("M_NOT_FOUND"))
+        );
+        let (status, body) = call(&app, Method::GET, version_path, &alice, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["version"], "2");
+        assert_eq!(body["count"], 0);
+    }
+}

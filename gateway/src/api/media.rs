@@ -10,8 +10,9 @@
 //!   a valid access token; without one they answer 404 `M_NOT_FOUND`, as the spec (v1.11)
 //!   allows for media uploaded after the authenticated-media freeze. No mixgate media is ever
 //!   readable without an account on the gateway.
-//! - Thumbnails are the original image (no scaling; the gateway carries no image codecs).
-//!   Media that is not an image has no thumbnail (404 `M_NOT_FOUND`).
+//! - Thumbnails come in the spec's standard sizes (see [`crate::service::thumbnail`]); when
+//!   none applies the original image is served. Media that is not an image has no thumbnail
+//!   (404 `M_NOT_FOUND`).
 //! - Media of other servers is not fetched (404 `M_NOT_FOUND`).
 //! - Content types outside the spec's list of safe inline types are served as
 //!   `attachment`, with a sandboxing `Content-Security-Policy`.
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use axum::{
     body::Body,
-    extract::{Path, Query, Request, State},
+    extract::{Path, Request, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post, put},
@@ -29,14 +30,14 @@ use axum::{
 use http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ruma::{api::client::media::create_mxc_uri::v1 as create_mxc, OwnedMxcUri, UInt};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::{add, authenticate, Caller, Ruma, RumaResponse, RumaResult};
 use crate::{
     error::{ApiError, ApiResult},
     service::{
-        media::{MediaState, Upload},
+        media::{MediaMeta, MediaState, Upload},
+        thumbnail::{self, Method},
         Gateway,
     },
 };
@@ -119,19 +120,18 @@ pub fn content_disposition(content_type: &str, filename: Option<&str>) -> String
     }
 }
 
-/// `?filename=` of an upload.
-#[derive(Debug, Deserialize)]
-struct UploadQuery {
-    filename: Option<String>,
+/// The `?filename=` of an upload (read leniently: a malformed query is no filename).
+fn filename_param(parts: &Parts) -> Option<String> {
+    let query = parts.uri.query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "filename")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Reads an upload body: the caller, its content type and bytes, 413 beyond the limit.
-async fn read_upload(
-    gw: &Gateway,
-    req: Request,
-    filename: Option<String>,
-) -> ApiResult<(Caller, Upload)> {
+async fn read_upload(gw: &Gateway, req: Request) -> ApiResult<(Caller, Upload)> {
     let (parts, body) = req.into_parts();
+    let filename = filename_param(&parts);
     let caller = authenticate(gw, &parts, true)?
         .ok_or_else(|| ApiError::missing_token("Missing access token"))?;
     let limit = gw.config.max_upload_bytes;
@@ -175,10 +175,9 @@ async fn read_upload(
 /// `POST /_matrix/media/v3/upload`.
 async fn upload(
     State(gw): State<Arc<Gateway>>,
-    Query(query): Query<UploadQuery>,
     req: Request,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (caller, upload) = read_upload(&gw, req, query.filename).await?;
+    let (caller, upload) = read_upload(&gw, req).await?;
     let id = gw.media.create(&caller.user_id, upload).await?;
     Ok(Json(
         json!({ "content_uri": format!("mxc://{}/{id}", gw.server_name()) }),
@@ -202,10 +201,9 @@ async fn create_mxc_uri(
 async fn upload_reserved(
     State(gw): State<Arc<Gateway>>,
     Path((server, media_id)): Path<(String, String)>,
-    Query(query): Query<UploadQuery>,
     req: Request,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (caller, upload) = read_upload(&gw, req, query.filename).await?;
+    let (caller, upload) = read_upload(&gw, req).await?;
     if server != gw.server_name().as_str() {
         return Err(ApiError::not_found("Unknown media id"));
     }
@@ -222,14 +220,9 @@ enum Access {
     Legacy,
 }
 
-/// Serves a stored file.
-fn serve(
-    gw: &Gateway,
-    server: &str,
-    media_id: &str,
-    filename: Option<&str>,
-    thumbnail: bool,
-) -> ApiResult<Response> {
+/// Loads a stored file of this gateway (404 for other servers and unknown ids, 504
+/// `M_NOT_YET_UPLOADED` for reserved ids without content).
+fn load(gw: &Gateway, server: &str, media_id: &str) -> ApiResult<(MediaMeta, Vec<u8>)> {
     if server != gw.server_name().as_str() {
         return Err(ApiError::not_found(
             "Media of other servers is not available",
@@ -242,26 +235,28 @@ fn serve(
             "The media has not been uploaded yet",
         ));
     }
-    let (meta, data) = gw
-        .media
+    gw.media
         .get(media_id)?
-        .ok_or_else(|| ApiError::not_found("Unknown media"))?;
-    let content_type = meta
-        .content_type
+        .ok_or_else(|| ApiError::not_found("Unknown media"))
+}
+
+/// The stored content type, or `application/octet-stream` if none (or unusable).
+fn content_type_of(meta: &MediaMeta) -> String {
+    meta.content_type
         .clone()
         .filter(|ct| HeaderValue::from_str(ct).is_ok())
-        .unwrap_or_else(|| OCTET_STREAM.to_owned());
-    if thumbnail && !essence(&content_type).starts_with("image/") {
-        return Err(ApiError::not_found("No thumbnail for this media"));
-    }
-    let name = filename.or(meta.filename.as_deref());
-    let disposition = content_disposition(&content_type, name);
+        .unwrap_or_else(|| OCTET_STREAM.to_owned())
+}
+
+/// A media response with the safety headers.
+fn respond(content_type: &str, filename: Option<&str>, data: Vec<u8>) -> Response {
+    let disposition = content_disposition(content_type, filename);
     let mut res = Response::new(Body::from(data));
     let headers = res.headers_mut();
     let value = |s: &str| {
         HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
     };
-    headers.insert(header::CONTENT_TYPE, value(&content_type));
+    headers.insert(header::CONTENT_TYPE, value(content_type));
     headers.insert(header::CONTENT_DISPOSITION, value(&disposition));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -279,7 +274,86 @@ fn serve(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=86400"),
     );
-    Ok(res)
+    res
+}
+
+/// Serves a stored file, named `filename` if given (else its upload name).
+fn serve(
+    gw: &Gateway,
+    server: &str,
+    media_id: &str,
+    filename: Option<&str>,
+) -> ApiResult<Response> {
+    let (meta, data) = load(gw, server, media_id)?;
+    let content_type = content_type_of(&meta);
+    Ok(respond(
+        &content_type,
+        filename.or(meta.filename.as_deref()),
+        data,
+    ))
+}
+
+/// `width`, `height` and `method` of a thumbnail request.
+fn thumbnail_params(parts: &Parts) -> ApiResult<(u32, u32, Method)> {
+    let query = parts.uri.query().unwrap_or("");
+    let mut width = None;
+    let mut height = None;
+    let mut method = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "width" => width = Some(v.into_owned()),
+            "height" => height = Some(v.into_owned()),
+            "method" => method = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let dim = |v: Option<String>, name: &str| -> ApiResult<u32> {
+        let v = v.ok_or_else(|| ApiError::missing_param(format!("Missing `{name}`")))?;
+        v.parse::<u32>()
+            .map_err(|_| ApiError::invalid_param(format!("`{name}` must be a whole number")))
+    };
+    Ok((
+        dim(width, "width")?,
+        dim(height, "height")?,
+        Method::parse(method.as_deref()),
+    ))
+}
+
+/// Serves a thumbnail: a cached or new standard-size one, or the original image when no
+/// thumbnail applies (see [`crate::service::thumbnail`]). Non-images have none (404).
+async fn serve_thumbnail(
+    gw: &Gateway,
+    server: &str,
+    media_id: &str,
+    parts: &Parts,
+) -> ApiResult<Response> {
+    let (width, height, method) = thumbnail_params(parts)?;
+    let (meta, data) = load(gw, server, media_id)?;
+    let content_type = content_type_of(&meta);
+    if !essence(&content_type).starts_with("image/") {
+        return Err(ApiError::not_found("No thumbnail for this media"));
+    }
+    let Some(size) = thumbnail::choose(width, height, method) else {
+        return Ok(respond(&content_type, meta.filename.as_deref(), data));
+    };
+    if let Some(t) = gw.media.cached_thumbnail(media_id, &size)? {
+        return Ok(respond(&t.content_type, None, t.data));
+    }
+    let _permit = gw.media.thumbnail_permit().await?;
+    // Another request may have made it while this one waited.
+    if let Some(t) = gw.media.cached_thumbnail(media_id, &size)? {
+        return Ok(respond(&t.content_type, None, t.data));
+    }
+    let made = tokio::task::spawn_blocking(move || (thumbnail::make(&data, size), data))
+        .await
+        .map_err(|e| ApiError::internal(format!("thumbnail task failed: {e}")))?;
+    match made {
+        (Some(t), _) => {
+            gw.media.store_thumbnail(media_id, &size, &t)?;
+            Ok(respond(&t.content_type, None, t.data))
+        }
+        (None, data) => Ok(respond(&content_type, meta.filename.as_deref(), data)),
+    }
 }
 
 /// Authentication of a media read; legacy requests without a token see nothing.
@@ -307,7 +381,7 @@ macro_rules! download_handlers {
             parts: Parts,
         ) -> ApiResult<Response> {
             check_access(&gw, &parts, $access)?;
-            serve(&gw, &server, &media_id, None, false)
+            serve(&gw, &server, &media_id, None)
         }
 
         async fn $named(
@@ -316,7 +390,7 @@ macro_rules! download_handlers {
             parts: Parts,
         ) -> ApiResult<Response> {
             check_access(&gw, &parts, $access)?;
-            serve(&gw, &server, &media_id, Some(&filename), false)
+            serve(&gw, &server, &media_id, Some(&filename))
         }
 
         async fn $thumb(
@@ -325,7 +399,7 @@ macro_rules! download_handlers {
             parts: Parts,
         ) -> ApiResult<Response> {
             check_access(&gw, &parts, $access)?;
-            serve(&gw, &server, &media_id, None, true)
+            serve_thumbnail(&gw, &server, &media_id, &parts).await
         }
     };
 }
@@ -524,7 +598,7 @@ mod tests {
         // Not an image: no thumbnail.
         let res = k
             .send(get_req(
-                &format!("/_matrix/client/v1/media/thumbnail/{path}"),
+                &format!("/_matrix/client/v1/media/thumbnail/{path}?width=32&height=32"),
                 Some(&token),
             ))
             .await;
@@ -662,6 +736,99 @@ mod tests {
             "inline; filename=\"n.txt\""
         );
         assert_eq!(body_bytes(res).await, b"hello".to_vec());
+    }
+
+    #[tokio::test]
+    async fn real_thumbnails_are_made_cached_and_bounded() {
+        let k = kit();
+        let (_, token) = k.user("alice").await;
+        let img = image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            1000,
+            500,
+            image::Rgba([10, 20, 30, 255]),
+        ));
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("encode");
+        let res = k
+            .send(upload_req(&token, "image/png", png.clone(), "big.png"))
+            .await;
+        let uri = json_of(res).await["content_uri"]
+            .as_str()
+            .expect("uri")
+            .to_owned();
+        let path = uri.trim_start_matches("mxc://");
+        let thumb = |q: &str| {
+            get_req(
+                &format!("/_matrix/client/v1/media/thumbnail/{path}?{q}"),
+                Some(&token),
+            )
+        };
+
+        let res = k.send(thumb("width=90&height=90&method=crop")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "image/png");
+        let first = body_bytes(res).await;
+        let decoded = image::load_from_memory(&first).expect("png");
+        assert_eq!((decoded.width(), decoded.height()), (96, 96));
+        // Served from the cache the second time, identical.
+        let again = body_bytes(k.send(thumb("width=96&height=96&method=crop")).await).await;
+        assert_eq!(again, first);
+
+        let scaled = body_bytes(k.send(thumb("width=320&height=240&method=scale")).await).await;
+        let decoded = image::load_from_memory(&scaled).expect("png");
+        assert_eq!((decoded.width(), decoded.height()), (320, 160));
+
+        // Bigger than every standard size: the original.
+        let res = k.send(thumb("width=2000&height=2000")).await;
+        assert_eq!(body_bytes(res).await, png);
+
+        let (status, body) = k
+            .call(
+                Method::GET,
+                &format!("/_matrix/client/v1/media/thumbnail/{path}?height=3"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["errcode"], "M_MISSING_PARAM");
+    }
+
+    #[tokio::test]
+    async fn query_token_upload_like_nio() {
+        let k = kit();
+        let (_, token) = k.user("alice").await;
+        let req = http::Request::builder()
+            .method(Method::POST)
+            .uri(format!(
+                "/_matrix/media/r0/upload?access_token={token}&filename=notes%20v2.txt"
+            ))
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Body::from("hi"))
+            .expect("request");
+        let res = k.send(req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let uri = json_of(res).await["content_uri"]
+            .as_str()
+            .expect("uri")
+            .to_owned();
+        let path = uri.trim_start_matches("mxc://");
+        let res = k
+            .send(get_req(
+                &format!("/_matrix/client/v1/media/download/{path}?access_token={token}"),
+                None,
+            ))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            res.headers()[header::CONTENT_DISPOSITION],
+            "inline; filename=\"notes v2.txt\""
+        );
     }
 
     #[test]

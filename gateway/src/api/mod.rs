@@ -5,7 +5,7 @@ mod account_data;
 mod backup;
 mod devices;
 #[cfg(test)]
-mod e2ee_testing;
+pub(crate) mod e2ee_testing;
 mod extract;
 mod filter;
 mod keys;
@@ -18,7 +18,7 @@ mod push;
 mod rooms;
 mod sync;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod to_device;
 mod user_directory;
 mod versions;
@@ -51,15 +51,6 @@ where
         router = router.route(path, on(filter, handler.clone()));
     }
     router
-}
-
-/// A stored filter of `user` by id (the filter store lands with the account-data service).
-pub(crate) fn filter_by_id(
-    _gw: &Gateway,
-    _user: &ruma::UserId,
-    _id: &str,
-) -> crate::error::ApiResult<Option<serde_json::Value>> {
-    Ok(None)
 }
 
 async fn unrecognized() -> ApiError {

@@ -24,7 +24,7 @@ async fn get_presence(
 ) -> RumaResult<get::Response> {
     let caller = req.caller()?;
     let user = &req.body.user_id;
-    if profile::lookup(&gw, user)?.is_none() {
+    if profile::lookup(&gw, &caller.user_id, user)?.is_none() {
         return Err(ApiError::not_found("Unknown user"));
     }
     let visible = gw.config.presence || caller.user_id == *user;

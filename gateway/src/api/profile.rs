@@ -1,14 +1,17 @@
 //! Profiles: display names and avatars.
 //!
-//! Local users' profiles live in their account record. A user of another gateway has no record
-//! here; their profile is read from their current `m.room.member` join event in a room this
-//! gateway knows (404 if there is none). Changing one's own profile also sends a new join event
-//! (same content, new `displayname`/`avatar_url`) into every joined room, as Matrix clients
-//! show room-specific names from member events.
+//! Lookups need an access token (the spec lets a server decline to disclose profiles; this one
+//! does not tell strangers who has an account). Local users' profiles live in their account
+//! record. A user of another gateway has no record here; their profile is read from their
+//! `m.room.member` join event in a room the *requester* is joined to (404 otherwise), so a
+//! lookup never reveals rooms the requester is not in. Changing one's own profile also sends a
+//! new join event (same content, new `displayname`/`avatar_url`) into every joined room, as
+//! Matrix clients show room-specific names from member events.
 
 use std::sync::Arc;
 
 use axum::{extract::State, Json, Router};
+use http::request::Parts;
 use ruma::{
     api::client::profile::{
         get_avatar_url::v3 as get_avatar, get_display_name::v3 as get_name,
@@ -19,7 +22,7 @@ use ruma::{
 };
 use serde_json::{json, Map, Value};
 
-use super::{add, Ruma, RumaResponse, RumaResult};
+use super::{add, authenticate, Ruma, RumaResponse, RumaResult};
 use crate::{
     error::{ApiError, ApiResult},
     service::Gateway,
@@ -48,9 +51,9 @@ impl Profile {
     }
 }
 
-/// The profile of `user`, if the user is known: a local account that is not deactivated, or
-/// a user joined to a room this gateway knows.
-pub fn lookup(gw: &Gateway, user: &UserId) -> ApiResult<Option<Profile>> {
+/// The profile of `user` as `requester` may see it: a local account that is not deactivated,
+/// or a user joined to a room `requester` is joined to.
+pub fn lookup(gw: &Gateway, requester: &UserId, user: &UserId) -> ApiResult<Option<Profile>> {
     if user.server_name() == gw.server_name() {
         return Ok(gw
             .users
@@ -61,7 +64,7 @@ pub fn lookup(gw: &Gateway, user: &UserId) -> ApiResult<Option<Profile>> {
                 avatar_url: r.avatar_url,
             }));
     }
-    for room in gw.rooms.all_rooms()? {
+    for room in gw.rooms.joined_rooms(requester)? {
         if gw.rooms.membership(&room, user)?.as_deref() != Some("join") {
             continue;
         }
@@ -79,8 +82,11 @@ pub fn lookup(gw: &Gateway, user: &UserId) -> ApiResult<Option<Profile>> {
     Ok(None)
 }
 
-fn known(gw: &Gateway, user: &UserId) -> ApiResult<Profile> {
-    lookup(gw, user)?.ok_or_else(|| ApiError::not_found("Profile not found"))
+/// The profile of `user` for an authenticated request (401 without a token, 404 if unknown).
+fn known(gw: &Gateway, parts: &Parts, user: &UserId) -> ApiResult<Profile> {
+    let caller = authenticate(gw, parts, true)?
+        .ok_or_else(|| ApiError::missing_token("Missing access token"))?;
+    lookup(gw, &caller.user_id, user)?.ok_or_else(|| ApiError::not_found("Profile not found"))
 }
 
 /// Which profile field a change sets.
@@ -135,6 +141,8 @@ pub async fn set_field(
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({ "membership": "join" }));
         if let Some(map) = content.as_object_mut() {
+            // Only meaningful on the original join into a restricted room.
+            map.remove("join_authorised_via_users_server");
             match &value {
                 Some(v) => map.insert(field.key().to_owned(), json!(v)),
                 None => map.remove(field.key()),
@@ -162,16 +170,18 @@ pub async fn set_field(
 
 async fn profile(
     State(gw): State<Arc<Gateway>>,
+    parts: Parts,
     req: Ruma<get_profile::Request>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(known(&gw, &req.body.user_id)?.to_json()))
+    Ok(Json(known(&gw, &parts, &req.body.user_id)?.to_json()))
 }
 
 async fn display_name(
     State(gw): State<Arc<Gateway>>,
+    parts: Parts,
     req: Ruma<get_name::Request>,
 ) -> ApiResult<Json<Value>> {
-    let p = known(&gw, &req.body.user_id)?;
+    let p = known(&gw, &parts, &req.body.user_id)?;
     Ok(Json(match p.displayname {
         Some(n) => json!({ "displayname": n }),
         None => json!({}),
@@ -180,9 +190,10 @@ async fn display_name(
 
 async fn avatar_url(
     State(gw): State<Arc<Gateway>>,
+    parts: Parts,
     req: Ruma<get_avatar::Request>,
 ) -> ApiResult<Json<Value>> {
-    let p = known(&gw, &req.body.user_id)?;
+    let p = known(&gw, &parts, &req.body.user_id)?;
     Ok(Json(match p.avatar_url {
         Some(a) => json!({ "avatar_url": a }),
         None => json!({}),
@@ -243,9 +254,12 @@ mod tests {
         let room = k.room(&alice).await;
         let uri = format!("/_matrix/client/v3/profile/{}", enc(alice.as_str()));
 
-        let (status, body) = k.call(Method::GET, &uri, None, None).await;
+        let (status, body) = k.call(Method::GET, &uri, Some(&bob_token), None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({"displayname": "alice"}));
+        let (status, body) = k.call(Method::GET, &uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["errcode"], "M_MISSING_TOKEN");
 
         let (status, _) = k
             .call(
@@ -265,17 +279,27 @@ mod tests {
             )
             .await;
         assert_eq!(status, StatusCode::OK);
-        let (_, body) = k.call(Method::GET, &uri, None, None).await;
+        let (_, body) = k.call(Method::GET, &uri, Some(&token), None).await;
         assert_eq!(
             body,
             json!({"displayname": "Alice A.", "avatar_url": "mxc://example.org/abc"})
         );
         let (_, body) = k
-            .call(Method::GET, &format!("{uri}/displayname"), None, None)
+            .call(
+                Method::GET,
+                &format!("{uri}/displayname"),
+                Some(&token),
+                None,
+            )
             .await;
         assert_eq!(body, json!({"displayname": "Alice A."}));
         let (_, body) = k
-            .call(Method::GET, &format!("{uri}/avatar_url"), None, None)
+            .call(
+                Method::GET,
+                &format!("{uri}/avatar_url"),
+                Some(&token),
+                None,
+            )
             .await;
         assert_eq!(body, json!({"avatar_url": "mxc://example.org/abc"}));
 
@@ -300,18 +324,30 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["errcode"], "M_FORBIDDEN");
-        let _ = bob;
+        let (status, _) = k
+            .call(
+                Method::PUT,
+                &format!(
+                    "/_matrix/client/v3/profile/{}/displayname",
+                    enc(bob.as_str())
+                ),
+                Some(&bob_token),
+                Some(json!({"displayname": "Bob"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]
     async fn unknown_users_are_404() {
         let k = kit();
+        let (_, token) = k.user("alice").await;
         for user in ["@nobody:example.org", "@far:other.example"] {
             let (status, body) = k
                 .call(
                     Method::GET,
                     &format!("/_matrix/client/v3/profile/{}", enc(user)),
-                    None,
+                    Some(&token),
                     None,
                 )
                 .await;
@@ -327,7 +363,12 @@ mod tests {
         let room = k.room(&alice).await;
         let remote = UserId::parse("@zoe:other.example").expect("id");
         k.join(&room, &remote).await;
-        let p = lookup(&k.gw, &remote).expect("lookup").expect("known");
+        let p = lookup(&k.gw, &alice, &remote)
+            .expect("lookup")
+            .expect("known");
         assert_eq!(p.displayname.as_deref(), Some("zoe"));
+        // Someone not in that room cannot learn about zoe through it.
+        let (bob, _) = k.user("bob").await;
+        assert_eq!(lookup(&k.gw, &bob, &remote).expect("lookup"), None);
     }
 }

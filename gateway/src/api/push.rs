@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::{extract::State, Json, Router};
+use axum::{extract::State, routing::get, Json, Router};
 use ruma::{
     api::client::push::{
         delete_pushrule::v3 as delete_rule, get_pushers::v3 as get_pushers,
@@ -207,7 +207,10 @@ async fn put_pusher(
 }
 
 pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
-    let r = add::<get_all::Request, _, _>(r, all_rules);
+    let r = add::<get_all::Request, _, _>(r, all_rules)
+        // Synapse also answers without the trailing slash; some clients rely on it.
+        .route("/_matrix/client/v3/pushrules", get(all_rules))
+        .route("/_matrix/client/r0/pushrules", get(all_rules));
     let r = add::<get_global::Request, _, _>(r, global_rules);
     let r = add::<get_rule::Request, _, _>(r, rule);
     let r = add::<set_rule::Request, _, _>(r, put_rule);
@@ -250,6 +253,16 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(global, body["global"]);
+        let (status, no_slash) = k
+            .call(
+                Method::GET,
+                "/_matrix/client/v3/pushrules",
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(no_slash, body);
         for kind in ["override", "content", "room", "sender", "underride"] {
             assert!(global[kind].is_array(), "{kind}");
         }

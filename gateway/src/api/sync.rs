@@ -23,9 +23,11 @@ async fn get_sync(
     let b = req.body;
     let filter = match b.filter {
         Some(sync_events::Filter::FilterDefinition(def)) => Some(serde_json::to_value(&def)?),
-        Some(sync_events::Filter::FilterId(id)) => {
-            crate::api::filter_by_id(&gw, &caller.user_id, &id)?
-        }
+        Some(sync_events::Filter::FilterId(id)) => Some(
+            gw.account_data
+                .filter(&caller.user_id, &id)?
+                .ok_or_else(|| crate::error::ApiError::not_found("Unknown filter"))?,
+        ),
         Some(_) | None => None,
     };
     let request = sync::SyncRequest {

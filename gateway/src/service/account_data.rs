@@ -200,6 +200,30 @@ impl AccountData {
         Ok((global, rooms))
     }
 
+    /// Room account data of `user` in `room` whose newest write is in `(since, to]`
+    /// (`since == 0`: all of it), as `{type, content}` events. Cheaper than [`Self::changes`]
+    /// when a caller walks rooms one by one.
+    pub fn room_changes(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        since: u64,
+        to: u64,
+    ) -> ApiResult<Vec<Value>> {
+        let mut prefix = key(&[user.as_bytes(), room.as_bytes()]);
+        prefix.push(0xff);
+        Ok(self
+            .data
+            .scan_prefix(&self.db, &prefix)?
+            .into_iter()
+            .filter(|(_, e)| e.pos > since && e.pos <= to)
+            .filter_map(|(k, e)| {
+                let kind = String::from_utf8(k[prefix.len()..].to_vec()).ok()?;
+                Some(event(&kind, e.content))
+            })
+            .collect())
+    }
+
     /// The user's push rules: stored ones merged with the current server defaults.
     pub fn push_rules(&self, user: &UserId) -> ApiResult<Ruleset> {
         Ok(stored_ruleset(user, self.get(user, None, PUSH_RULES)?))
@@ -378,6 +402,17 @@ mod tests {
         let (global, rooms) = ad.changes(alice, p0, p2).expect("changes");
         assert!(global.is_empty());
         assert_eq!(rooms.len(), 1);
+
+        // Per room.
+        assert_eq!(ad.room_changes(alice, room, 0, p3).expect("room").len(), 1);
+        assert!(ad
+            .room_changes(alice, room, p2, p3)
+            .expect("room")
+            .is_empty());
+        assert!(ad
+            .room_changes(alice, room_id!("!other:example.org"), 0, p3)
+            .expect("room")
+            .is_empty());
 
         // Other users see nothing of alice's data.
         let (global, rooms) = ad

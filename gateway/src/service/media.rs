@@ -15,7 +15,10 @@ use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use storage::{key, u64_be, Batch, Db, RawTable, Table};
 
-use super::users::{now_ms, random_string};
+use super::{
+    thumbnail::{Size, Thumbnail},
+    users::{now_ms, random_string},
+};
 use crate::error::{ApiError, ApiResult};
 
 /// Bytes per stored chunk.
@@ -79,7 +82,14 @@ pub struct Media {
     meta: Table<MediaMeta>,
     content: RawTable,
     pending: Table<Pending>,
+    /// media id, size key → cached thumbnail (see [`Thumbnail::to_bytes`]).
+    thumbs: RawTable,
+    /// Bounds concurrent thumbnail decoding (CPU and memory).
+    thumb_permits: tokio::sync::Semaphore,
 }
+
+/// Thumbnails decoded at the same time.
+pub const CONCURRENT_THUMBNAILS: usize = 2;
 
 /// Whether `id` could be a media id (alphanumerics, `-` and `_`), so that bad path input never
 /// reaches storage keys.
@@ -99,6 +109,8 @@ impl Media {
             meta: Table::new("media_meta"),
             content: RawTable::new("media_content"),
             pending: Table::new("media_pending"),
+            thumbs: RawTable::new("media_thumbnails"),
+            thumb_permits: tokio::sync::Semaphore::new(CONCURRENT_THUMBNAILS),
         }
     }
 
@@ -116,18 +128,21 @@ impl Media {
     /// Reserves a media id for a later upload by `uploader`; returns it and its expiry (ms).
     pub async fn reserve(&self, uploader: &UserId) -> ApiResult<(String, u64)> {
         let now = now_ms();
-        let held = self
-            .pending
-            .scan_prefix(&self.db, b"")?
-            .into_iter()
-            .filter(|(_, p)| p.uploader == uploader && p.expires_ts > now)
-            .count();
+        let mut b = Batch::new();
+        let mut held = 0;
+        for (id, p) in self.pending.scan_prefix(&self.db, b"")? {
+            if p.expires_ts <= now {
+                // Expired reservations are dropped here; nobody can use them any more.
+                self.pending.delete(&mut b, &id);
+            } else if p.uploader == uploader {
+                held += 1;
+            }
+        }
         if held >= MAX_PENDING_PER_USER {
             return Err(ApiError::limit_exceeded(60_000));
         }
         let id = random_string(ID_LEN);
         let expires_ts = now + PENDING_TTL_MS;
-        let mut b = Batch::new();
         self.pending.put(
             &mut b,
             id.as_bytes(),
@@ -219,6 +234,34 @@ impl Media {
         })
     }
 
+    /// A cached thumbnail of `id` at `size`.
+    pub fn cached_thumbnail(&self, id: &str, size: &Size) -> ApiResult<Option<Thumbnail>> {
+        Ok(self
+            .thumbs
+            .get(&self.db, &key(&[id.as_bytes(), size.key().as_bytes()]))?
+            .and_then(|b| Thumbnail::from_bytes(&b)))
+    }
+
+    /// Waits for a turn to make a thumbnail (at most [`CONCURRENT_THUMBNAILS`] at once).
+    pub async fn thumbnail_permit(&self) -> ApiResult<tokio::sync::SemaphorePermit<'_>> {
+        self.thumb_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("thumbnailer closed"))
+    }
+
+    /// Caches a thumbnail (not flushed: it can always be made again).
+    pub fn store_thumbnail(&self, id: &str, size: &Size, thumb: &Thumbnail) -> ApiResult<()> {
+        let mut b = Batch::new();
+        self.thumbs.put(
+            &mut b,
+            &key(&[id.as_bytes(), size.key().as_bytes()]),
+            thumb.to_bytes(),
+        );
+        self.db.apply(b)?;
+        Ok(())
+    }
+
     /// The metadata and bytes of an uploaded file.
     pub fn get(&self, id: &str) -> ApiResult<Option<(MediaMeta, Vec<u8>)>> {
         let MediaState::Ready(meta) = self.state(id)? else {
@@ -296,6 +339,11 @@ mod tests {
             .await
             .expect_err("not bob's");
         assert_eq!(err.errcode, "M_FORBIDDEN");
+        for _ in 1..MAX_PENDING_PER_USER {
+            media.reserve(alice).await.expect("reserve");
+        }
+        let err = media.reserve(alice).await.expect_err("too many");
+        assert_eq!(err.errcode, "M_LIMIT_EXCEEDED");
         media
             .upload_reserved(alice, &id, upload(vec![1, 2]))
             .await

@@ -17,6 +17,9 @@ use super::{
 };
 use crate::{api::Caller, error::ApiResult};
 
+/// Most to-device messages in one response (the rest follow in the next).
+const TO_DEVICE_LIMIT: usize = 100;
+
 /// Timeline length when the filter gives none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
@@ -72,7 +75,10 @@ pub async fn sync(gw: &Gateway, caller: &Caller, req: SyncRequest) -> ApiResult<
         changes.borrow_and_update();
         let upto = gw.stream.current();
         let since = req.since.unwrap_or(0);
-        if upto > since || req.since.is_none() || req.full_state {
+        let pending_to_device =
+            gw.to_device
+                .has_undelivered(&caller.user_id, caller.device_id.as_str(), since)?;
+        if upto > since || req.since.is_none() || req.full_state || pending_to_device {
             let (body, has_news) = build(gw, caller, &req, &filter, upto)?;
             if has_news || req.since.is_none() || req.full_state {
                 return Ok(body);
@@ -104,13 +110,15 @@ fn build(
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
+    let (global_data, mut room_data) = gw.account_data.changes(user, since, upto)?;
     for (room, ur) in gw.rooms.user_rooms(user)? {
         if ur.pos > upto || !filter.rooms.allows_room(room.as_str()) {
             continue;
         }
         match ur.membership.as_str() {
             "join" => {
-                if let Some(body) = joined_room(gw, caller, req, filter, &room, &ur, upto)? {
+                let data = room_data.remove(&room).unwrap_or_default();
+                if let Some(body) = joined_room(gw, caller, req, filter, &room, &ur, upto, data)? {
                     join.insert(room.to_string(), body);
                 }
             }
@@ -126,36 +134,80 @@ fn build(
             _ => {}
         }
     }
-    let account_data = Vec::<Value>::new();
-    let _ = &filter.account_data;
-    let device_lists = device_list_changes(gw, user, since, upto, req.since.is_some())?;
+    let account_data: Vec<Value> = global_data
+        .into_iter()
+        .filter(|e| {
+            filter
+                .account_data
+                .allows(e["type"].as_str().unwrap_or_default(), None)
+        })
+        .collect();
+    let (changed, left) = if req.since.is_some() {
+        device_list_changes(gw, user, since, upto)?
+    } else {
+        Default::default()
+    };
+    let device = caller.device_id.as_str();
+    let to_device = gw
+        .to_device
+        .take_for_sync(user, device, since, upto, TO_DEVICE_LIMIT)?;
     let has_news = !join.is_empty()
         || !invite.is_empty()
         || !leave.is_empty()
         || !account_data.is_empty()
-        || !device_lists.is_empty();
+        || !changed.is_empty()
+        || !left.is_empty()
+        || !to_device.is_empty();
     let body = json!({
         "next_batch": upto.to_string(),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
         "account_data": { "events": account_data },
         "presence": { "events": [] },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": device_lists, "left": [] },
-        "device_one_time_keys_count": {},
-        "device_unused_fallback_key_types": [],
+        "to_device": { "events": to_device },
+        "device_lists": { "changed": changed, "left": left },
+        "device_one_time_keys_count": gw.keys.one_time_key_counts(user, device)?,
+        "device_unused_fallback_key_types": gw.keys.unused_fallback_key_types(user, device)?,
     });
     Ok((body, has_news))
 }
 
-/// Users sharing a room with `user` whose device lists changed in `(since, upto]`.
+/// `device_lists`: users sharing a room with `user` (or `user`) whose device lists changed in
+/// `(since, upto]` or who joined a shared room then; and users who stopped sharing any room.
 fn device_list_changes(
-    _gw: &Gateway,
-    _user: &UserId,
-    _since: u64,
-    _upto: u64,
-    _incremental: bool,
-) -> ApiResult<Vec<OwnedUserId>> {
-    Ok(Vec::new())
+    gw: &Gateway,
+    user: &UserId,
+    since: u64,
+    upto: u64,
+) -> ApiResult<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+    let mut changed = BTreeSet::new();
+    for other in gw.keys.changed_users(since, upto)? {
+        if other == user || gw.rooms.share_a_room(user, &other)? {
+            changed.insert(other);
+        }
+    }
+    let mut left = BTreeSet::new();
+    for (room, ur) in gw.rooms.user_rooms(user)? {
+        if ur.pos > upto {
+            continue;
+        }
+        for (other, entry) in gw.rooms.members(&room)? {
+            if other == user || entry.pos <= since || entry.pos > upto {
+                continue;
+            }
+            match entry.membership.as_str() {
+                "join" if ur.membership == "join" => {
+                    changed.insert(other);
+                }
+                "leave" | "ban" if !gw.rooms.share_a_room(user, &other)? => {
+                    left.insert(other);
+                }
+                _ => {}
+            }
+        }
+    }
+    // Someone who left and rejoined within the window is "changed", not "left".
+    left.retain(|u| !changed.contains(u));
+    Ok((changed.into_iter().collect(), left.into_iter().collect()))
 }
 
 /// Which part of a room's timeline a sync response covers.
@@ -234,6 +286,7 @@ fn joined_room(
     room: &RoomId,
     ur: &UserRoom,
     upto: u64,
+    room_data: Vec<Value>,
 ) -> ApiResult<Option<Value>> {
     let user = &caller.user_id;
     let since = req.since.unwrap_or(0);
@@ -317,7 +370,14 @@ fn joined_room(
             ephemeral.push(r);
         }
     }
-    let mut account_data = Vec::new();
+    let mut account_data: Vec<Value> = room_data
+        .into_iter()
+        .filter(|e| {
+            filter
+                .room_account_data
+                .allows(e["type"].as_str().unwrap_or_default(), None)
+        })
+        .collect();
     if filter.room_account_data.allows("m.fully_read", None) {
         if let Some(fr) =
             gw.ephemeral
@@ -381,21 +441,24 @@ fn unread_counts(gw: &Gateway, room: &RoomId, user: &UserId, upto: u64) -> ApiRe
             .unwrap_or(0),
         None => 0,
     };
-    let mut count = 0;
+    // Counted by the user's push rules (reactions, edits, notices do not count; mentions
+    // highlight).
+    let eval = super::push_eval::PushEvaluator::for_room(gw, user, room)?;
+    let (mut count, mut highlights) = (0u64, 0u64);
     for (pos, id) in gw.rooms.timeline(room, upto, true, 100)? {
         if pos <= read_pos {
             break;
         }
-        if let Some((pdu, _)) = gw.rooms.get_pdu(&id)? {
+        if let Some((pdu, stored)) = gw.rooms.get_pdu(&id)? {
             if pdu.sender == user {
                 break;
             }
-            if !pdu.is_state() && pdu.kind.to_string() != "m.room.redaction" {
-                count += 1;
-            }
+            let verdict = eval.evaluate(&stored.json);
+            count += u64::from(verdict.notify);
+            highlights += u64::from(verdict.highlight);
         }
     }
-    Ok(json!({ "notification_count": count.min(99), "highlight_count": 0 }))
+    Ok(json!({ "notification_count": count.min(99), "highlight_count": highlights.min(99) }))
 }
 
 /// Stripped state shown with an invite.

@@ -216,6 +216,31 @@ impl ToDevice {
         Ok(out)
     }
 
+    /// Whether [`ToDevice::take_for_sync`] with this `since` would return something now:
+    /// messages not yet acknowledged by `since`, including ones at positions `<= since` that a
+    /// lost or limit-cut response left behind. A long-polling `/sync` whose stream position has
+    /// not moved past `since` should still answer at once when this is true, or those messages
+    /// wait for the poll's timeout.
+    pub fn has_undelivered(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        since: u64,
+    ) -> ApiResult<bool> {
+        let acknowledged = self
+            .delivered
+            .get(&self.db, &device_key(user_id, device_id))?
+            .filter(|last| since >= last.token)
+            .map(|last| last.upto);
+        let start = acknowledged.map_or(0, |p| p.saturating_add(1));
+        let prefix = inbox_prefix(user_id, device_id);
+        Ok(!self
+            .inbox
+            .raw()
+            .range(&self.db, &prefix, &u64_be(start), false, 1)?
+            .is_empty())
+    }
+
     /// Number of messages waiting for a device (delivered but unacknowledged ones included).
     pub fn pending_count(&self, user_id: &UserId, device_id: &str) -> ApiResult<usize> {
         Ok(self
@@ -323,7 +348,8 @@ mod tests {
         let t1 = f.stream.current();
         let first = f.td.take_for_sync(b, "B1", 0, t1, 10).expect("take");
         assert_eq!(first.len(), 1);
-        // The response was lost: the client retries with the same since.
+        // The response was lost: the client retries with the same since, and must not wait.
+        assert!(f.td.has_undelivered(b, "B1", 0).expect("h"));
         let again = f.td.take_for_sync(b, "B1", 0, t1, 10).expect("take");
         assert_eq!(again, first);
         send(&f, "t2", &to(Recipient::Device("B1".into()), 2)).await;
@@ -349,6 +375,11 @@ mod tests {
         let mut got = Vec::new();
         let mut since = 0;
         for _ in 0..4 {
+            // Until all are delivered, a sync at `since == t` must not wait.
+            assert_eq!(
+                f.td.has_undelivered(b, "B1", since).expect("h"),
+                got.len() < 5
+            );
             let batch = f.td.take_for_sync(b, "B1", since, t, 2).expect("take");
             got.extend(
                 batch
@@ -358,6 +389,7 @@ mod tests {
             since = t;
         }
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        assert!(!f.td.has_undelivered(b, "B1", t).expect("h"));
         assert_eq!(f.td.pending_count(b, "B1").expect("n"), 0);
         // Messages after `to` wait for a later response.
         send(&f, "late", &to(Recipient::Device("B1".into()), 9)).await;

@@ -14,10 +14,13 @@ pub const FRAG_HEADER: usize = 24;
 pub const CHUNK: usize = BODY_SIZE - FRAG_HEADER;
 /// Data fragments per parity fragment.
 pub const GROUP: usize = 8;
-/// Largest message.
+/// Largest message an application may send.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most data fragments in a message.
 pub const MAX_DATA: usize = MAX_MESSAGE.div_ceil(CHUNK);
+/// Largest fragmented content: a message plus what travels with it (message id and
+/// confirmation reply block) still fits in [`MAX_DATA`] fragments.
+pub const MAX_CONTENT: usize = MAX_DATA * CHUNK;
 
 /// What a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +33,8 @@ pub enum Kind {
     Response = 2,
     /// Loop cover (discarded on arrival).
     Loop = 3,
+    /// An end-to-end confirmation, sent on the reply block a data message carried.
+    Confirm = 4,
 }
 
 impl Kind {
@@ -39,6 +44,7 @@ impl Kind {
             1 => Kind::Request,
             2 => Kind::Response,
             3 => Kind::Loop,
+            4 => Kind::Confirm,
             _ => return None,
         })
     }
@@ -50,7 +56,7 @@ pub enum FragError {
     /// Bad header fields or length.
     #[error("malformed fragment")]
     Malformed,
-    /// Message larger than [`MAX_MESSAGE`].
+    /// Message larger than [`MAX_MESSAGE`] (content larger than [`MAX_CONTENT`]).
     #[error("message too large")]
     TooLarge,
 }
@@ -62,7 +68,7 @@ pub fn parity_count(k: usize) -> usize {
 
 /// Splits `msg` into data and parity fragments of `FRAG_HEADER + CHUNK` bytes each.
 pub fn fragment(id: &MsgId, kind: Kind, msg: &[u8]) -> Result<Vec<Vec<u8>>, FragError> {
-    if msg.len() > MAX_MESSAGE {
+    if msg.len() > MAX_CONTENT {
         return Err(FragError::TooLarge);
     }
     let k = msg.len().div_ceil(CHUNK).max(1);
@@ -264,7 +270,15 @@ mod tests {
 
     #[test]
     fn any_single_loss_per_group_is_repaired() {
-        for len in [0usize, 1, CHUNK, CHUNK + 1, 20_000, MAX_MESSAGE] {
+        for len in [
+            0usize,
+            1,
+            CHUNK,
+            CHUNK + 1,
+            20_000,
+            MAX_MESSAGE,
+            MAX_CONTENT,
+        ] {
             let msg: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let frags = fragment(&[1; 16], Kind::Data, &msg).unwrap();
             for lost in 0..frags.len() {
@@ -283,7 +297,7 @@ mod tests {
             }
         }
         assert_eq!(
-            fragment(&[1; 16], Kind::Data, &vec![0; MAX_MESSAGE + 1]),
+            fragment(&[1; 16], Kind::Data, &vec![0; MAX_CONTENT + 1]),
             Err(FragError::TooLarge)
         );
     }

@@ -1,11 +1,14 @@
 //! The client library a gateway embeds: Poisson send schedule (a real packet when one is
 //! queued, loop cover otherwise) plus a loop-cover stream, constant-rate mailbox polling,
 //! per-layer path selection, fragmentation with parity, SURB-ACKs, retransmission on fresh
-//! paths, receiver duplicate suppression, and request/response over reply blocks.
+//! paths, end-to-end confirmation with whole-message retransmission from a durable outbox,
+//! receiver duplicate suppression, and request/response over reply blocks.
 
 mod engine;
 mod fragment;
 mod outbox;
+mod outbox_store;
+mod request;
 mod stats;
 
 use std::net::SocketAddr;
@@ -16,8 +19,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-pub use fragment::{fragment, Added, FragError, Kind, MsgId, Reassembler, CHUNK, MAX_MESSAGE};
-pub use outbox::{MemoryOutbox, Outbox, OutboxEntry};
+pub use fragment::{
+    fragment, Added, FragError, Kind, MsgId, Reassembler, CHUNK, MAX_CONTENT, MAX_MESSAGE,
+};
+pub use outbox::{Durable, MemoryOutbox, Outbox, OutboxEntry, OutboxError, RequestEntry};
+pub use outbox_store::{StorageOutbox, RECEIVED_RETENTION_MS};
+pub use request::RequestHandle;
 pub use stats::ClientStats;
 
 use crate::directory::DirectoryError;
@@ -59,12 +66,22 @@ pub struct ClientConfig {
     pub link: LinkConfig,
     /// Retransmissions per fragment before giving up.
     pub max_retries: u32,
+    /// Transmissions of a whole message without an end-to-end confirmation before it is
+    /// `Failed` (each with a fresh reply block and fresh paths, the wait doubling each time).
+    pub max_sends: u32,
     /// Added to the expected round trip before a fragment is retransmitted.
     pub ack_slack: Duration,
     /// Directory refresh interval.
     pub refresh: Duration,
-    /// Durable state.
+    /// Durable state: a [`StorageOutbox`] for a gateway (the default, [`MemoryOutbox`], loses
+    /// unconfirmed messages on a restart).
     pub outbox: Arc<dyn Outbox>,
+    /// `true`: a message is confirmed to its sender as soon as it is complete (simple, but a
+    /// crash before the application stored it loses it). `false`: the application calls
+    /// [`Client::confirm`] after storing it; until then neither the provider nor the sender
+    /// forgets it, so it arrives again after a crash (at-least-once, deduplicated by id
+    /// otherwise).
+    pub auto_confirm: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -94,9 +111,11 @@ impl ClientConfig {
             e2e_seed,
             link: LinkConfig::default(),
             max_retries: 8,
+            max_sends: 8,
             ack_slack: Duration::from_secs(2),
             refresh: Duration::from_secs(60),
             outbox: Arc::new(MemoryOutbox::default()),
+            auto_confirm: true,
         }
     }
 }
@@ -122,14 +141,22 @@ pub enum ClientError {
     /// The client stopped.
     #[error("client stopped")]
     Stopped,
+    /// The outbox could not record the message (nothing was sent).
+    #[error("outbox: {0}")]
+    Outbox(#[from] OutboxError),
 }
 
-/// Final outcome of a `send`.
+/// Final outcome of a `send`. Until it is known the message stays in the outbox and is
+/// resent after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The recipient's provider stored enough fragments to rebuild the message.
+    /// The recipient confirmed the whole message end to end: it reassembled it and recorded
+    /// its id (with `auto_confirm = false`, after its application called
+    /// [`Client::confirm`]). A provider's acknowledgement alone never yields this.
     Delivered,
-    /// Retries were exhausted.
+    /// Not confirmed: the recipient's provider could not store it within the fragment retry
+    /// budget, or `max_sends` transmissions went unconfirmed. The message may still arrive
+    /// (for example to a recipient offline for longer than the retries), but at most once.
     Failed,
 }
 
@@ -142,7 +169,8 @@ pub struct SendHandle {
 }
 
 impl SendHandle {
-    /// Waits for the outcome.
+    /// Waits for the outcome (`Failed` if the client stopped first; the message then stays
+    /// in the outbox).
     pub async fn outcome(self) -> Outcome {
         self.rx.await.unwrap_or(Outcome::Failed)
     }
@@ -170,18 +198,34 @@ pub struct Received {
 pub struct Client {
     engine: Arc<engine::Engine>,
     incoming: mpsc::Receiver<Received>,
+    resumed: Vec<SendHandle>,
+    resumed_requests: Vec<RequestHandle>,
     _tasks: JoinSet<()>,
 }
 
 impl Client {
     /// Fetches the directory, connects to the provider and starts the schedules.
     pub async fn start(cfg: ClientConfig) -> Result<Client, ClientError> {
-        let (engine, incoming, tasks) = engine::Engine::start(cfg).await?;
+        let s = engine::Engine::start(cfg).await?;
         Ok(Client {
-            engine,
-            incoming,
-            _tasks: tasks,
+            engine: s.engine,
+            incoming: s.incoming,
+            resumed: s.resumed,
+            resumed_requests: s.resumed_requests,
+            _tasks: s.tasks,
         })
+    }
+
+    /// Handles of the messages found in the outbox at start and sent again (oldest first);
+    /// later calls return nothing.
+    pub fn take_resumed(&mut self) -> Vec<SendHandle> {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// Handles of the requests found in the outbox at start, still within their wait, and
+    /// re-issued under new ids with fresh reply blocks; later calls return nothing.
+    pub fn take_resumed_requests(&mut self) -> Vec<RequestHandle> {
+        std::mem::take(&mut self.resumed_requests)
     }
 
     /// This client's address.
@@ -189,14 +233,21 @@ impl Client {
         self.engine.address.clone()
     }
 
+    /// The directory document in use (refreshed periodically): nodes, parameters and the
+    /// published gateway descriptors.
+    pub fn document(&self) -> Arc<crate::directory::Document> {
+        self.engine.current_document()
+    }
+
     /// Counters.
     pub fn stats(&self) -> Arc<ClientStats> {
         self.engine.stats.clone()
     }
 
-    /// Queues a message (up to 64 KiB) for `to`; the handle reports the delivery outcome.
-    pub fn send(&self, to: &Address, bytes: Vec<u8>) -> Result<SendHandle, ClientError> {
-        self.engine.send(to, bytes, Kind::Data, None)
+    /// Queues a message (up to 64 KiB) for `to`. It is durable in the outbox when this
+    /// returns; the handle reports the [`Outcome`].
+    pub async fn send(&self, to: &Address, bytes: Vec<u8>) -> Result<SendHandle, ClientError> {
+        self.engine.send(to, bytes).await
     }
 
     /// The next received message.
@@ -213,12 +264,32 @@ impl Client {
         max_response: usize,
         wait: Duration,
     ) -> Result<Vec<u8>, ClientError> {
-        let rx = self.engine.request(to, bytes, max_response)?;
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(ClientError::Stopped),
-            Err(_) => Err(ClientError::Timeout),
-        }
+        self.send_request(to, bytes, max_response, wait)
+            .await?
+            .response()
+            .await
+    }
+
+    /// Sends a request like [`Client::request`] and returns once it is durable in the outbox;
+    /// the handle gives the response. If the client restarts within `wait`, the request is
+    /// re-issued ([`Client::take_resumed_requests`]).
+    pub async fn send_request(
+        &self,
+        to: &Address,
+        bytes: Vec<u8>,
+        max_response: usize,
+        wait: Duration,
+    ) -> Result<RequestHandle, ClientError> {
+        self.engine
+            .send_request(to, bytes, max_response, wait)
+            .await
+    }
+
+    /// Confirms that a received message is stored (only with `auto_confirm = false`): records
+    /// its id as received (durably), lets the provider forget its packets and confirms it to
+    /// the sender.
+    pub fn confirm(&self, id: MsgId) {
+        self.engine.confirm(id);
     }
 
     /// Answers a request on the reply blocks it carried.

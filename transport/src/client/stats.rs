@@ -15,18 +15,29 @@ crate::counters!(
         frames_out,
         /// Acknowledgements received.
         acks,
-        /// Retransmissions.
+        /// Fragment retransmissions (a SURB-ACK did not come in time).
         retransmits,
-        /// Messages delivered (sender side).
+        /// Whole-message retransmissions (the end-to-end confirmation did not come in time).
+        resends,
+        /// End-to-end confirmations received (sender side).
+        confirmations,
+        /// End-to-end confirmations queued (receiver side, including repeats for duplicates).
+        confirms_sent,
+        /// Messages delivered: confirmed by the recipient (sender side).
         delivered,
         /// Messages failed (sender side).
         failed,
         /// Messages received (receiver side, after duplicate suppression).
         received,
+        /// Fragments of incoming messages accepted for reassembly.
+        fragments,
         /// Duplicate fragments or messages suppressed.
         duplicates,
         /// Loop-cover packets that came back.
         loops_received,
+        /// Replies on reply blocks already done with (a confirmation of an earlier
+        /// transmission, a response fragment after the response completed): dropped quietly.
+        late_replies,
         /// Received packets that failed to open or parse (tagged, malformed).
         dropped_bad,
         /// Link reconnections.

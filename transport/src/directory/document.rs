@@ -155,6 +155,55 @@ pub struct Document {
     pub params: TrafficParams,
     /// All nodes.
     pub nodes: Vec<NodeDescriptor>,
+    /// Published gateway descriptors (opaque to the transport, signed by each gateway).
+    #[serde(default)]
+    pub gateways: Vec<GatewayEntry>,
+}
+
+/// A gateway's self-signed descriptor as listed in the document. The content (its transport
+/// [`crate::client::Address`], Olm keys, ...) is defined by the gateway; the directory only checks
+/// the signature and lists it, so every gateway downloads every descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayEntry {
+    /// The gateway's Ed25519 identity key.
+    #[serde(with = "super::hexser")]
+    pub identity: [u8; 32],
+    /// The descriptor text (JSON chosen by the gateway).
+    pub descriptor: String,
+    /// Signature by `identity` over the context and the descriptor text.
+    #[serde(with = "super::hexser")]
+    pub signature: [u8; 64],
+}
+
+const GATEWAY_CONTEXT: &[u8] = b"mixgate gateway descriptor v1\n";
+
+/// Largest descriptor text accepted.
+pub const MAX_DESCRIPTOR: usize = 8 * 1024;
+
+impl GatewayEntry {
+    /// Signs a descriptor with the gateway's identity key.
+    pub fn sign(descriptor: String, key: &SigningKey) -> Self {
+        let mut m = GATEWAY_CONTEXT.to_vec();
+        m.extend_from_slice(descriptor.as_bytes());
+        GatewayEntry {
+            identity: key.verifying_key().to_bytes(),
+            signature: key.sign(&m).to_bytes(),
+            descriptor,
+        }
+    }
+
+    /// Checks size and signature.
+    pub fn verify(&self) -> Result<(), DirectoryError> {
+        if self.descriptor.len() > MAX_DESCRIPTOR {
+            return Err(DirectoryError::BadRegistration("descriptor too large"));
+        }
+        let vk = VerifyingKey::from_bytes(&self.identity)
+            .map_err(|_| DirectoryError::BadRegistration("identity key"))?;
+        let mut m = GATEWAY_CONTEXT.to_vec();
+        m.extend_from_slice(self.descriptor.as_bytes());
+        vk.verify(&m, &Signature::from_bytes(&self.signature))
+            .map_err(|_| DirectoryError::BadRegistration("signature"))
+    }
 }
 
 impl Document {
@@ -173,6 +222,11 @@ impl Document {
     /// Looks a node up by id.
     pub fn node(&self, id: &NodeId) -> Option<&NodeDescriptor> {
         self.nodes.iter().find(|n| &n.id == id)
+    }
+
+    /// A gateway's descriptor by identity key.
+    pub fn gateway(&self, identity: &[u8; 32]) -> Option<&GatewayEntry> {
+        self.gateways.iter().find(|g| &g.identity == identity)
     }
 
     /// Looks a node up by its link key.

@@ -7,7 +7,8 @@ mod server;
 
 pub use document::*;
 pub use server::{
-    fetch_document, register, run_directory, DirectoryConfig, DirectoryServer, DirectoryStats,
+    fetch_document, publish_gateway, register, run_directory, DirectoryConfig, DirectoryServer,
+    DirectoryStats,
 };
 
 #[cfg(test)]

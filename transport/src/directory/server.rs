@@ -43,6 +43,7 @@ pub struct DirectoryConfig {
 enum Request {
     Get { epoch: Option<u64> },
     Register(SignedRegistration),
+    Publish(GatewayEntry),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,6 +68,8 @@ struct State {
     cfg: DirectoryConfig,
     key: SigningKey,
     nodes: Mutex<HashMap<NodeId, Registration>>,
+    /// Gateway descriptors and the epoch each was last published in.
+    gateways: Mutex<HashMap<[u8; 32], (GatewayEntry, u64)>>,
     stats: Arc<DirectoryStats>,
 }
 
@@ -90,6 +93,7 @@ impl DirectoryServer {
                 cfg,
                 key,
                 nodes: Mutex::new(HashMap::new()),
+                gateways: Mutex::new(HashMap::new()),
                 stats: Arc::default(),
             }),
         })
@@ -112,6 +116,11 @@ impl DirectoryServer {
 
     /// Serves until the task is dropped.
     pub async fn run(self) {
+        tracing::info!(
+            authority = %data_encoding::HEXLOWER.encode(&self.authority()),
+            addr = ?self.listener.local_addr().ok(),
+            "directory starting"
+        );
         loop {
             let Ok((sock, _)) = self.listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -134,7 +143,18 @@ pub async fn run_directory(cfg: DirectoryConfig) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gateway descriptors stay listed this many epochs after they were last published.
+const GATEWAY_TTL_EPOCHS: u64 = 24;
+
 impl State {
+    fn gateways(&self, epoch: u64) -> Vec<GatewayEntry> {
+        let mut g = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|_, (_, seen)| *seen + GATEWAY_TTL_EPOCHS >= epoch);
+        let mut v: Vec<GatewayEntry> = g.values().map(|(e, _)| e.clone()).collect();
+        v.sort_by_key(|e| e.identity);
+        v
+    }
+
     fn document(&self, epoch: u64) -> Result<SignedDocument, DirectoryError> {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<NodeDescriptor> = nodes
@@ -160,6 +180,7 @@ impl State {
             valid_until_ms: start + self.cfg.epoch_ms + self.cfg.grace_ms,
             params: self.cfg.params.clone(),
             nodes: list,
+            gateways: self.gateways(epoch),
         };
         SignedDocument::sign(&doc, &self.key)
     }
@@ -189,6 +210,18 @@ async fn serve(st: &State, sock: TcpStream) -> Result<(), DirectoryError> {
                 }
             }
         }
+        Ok(Request::Publish(entry)) => match entry.verify() {
+            Ok(()) => {
+                st.stats.registered.fetch_add(1, Ordering::Relaxed);
+                let epoch = now_ms() / st.cfg.epoch_ms.max(1);
+                st.gateways
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(entry.identity, (entry, epoch));
+                Response::Registered
+            }
+            Err(e) => Response::Error(e.to_string()),
+        },
         Ok(Request::Register(sr)) => match sr.verify().and_then(|reg| match &st.cfg.allowed {
             Some(list) if !list.contains(&reg.identity) => {
                 Err(DirectoryError::BadRegistration("identity not allowed"))
@@ -254,6 +287,16 @@ pub async fn fetch_document(
         Response::Document(d) => Ok(d),
         Response::Error(e) => Err(DirectoryError::Io(e)),
         Response::Registered => Err(DirectoryError::Malformed("unexpected answer".into())),
+    }
+}
+
+/// Publishes (or refreshes) a gateway's signed descriptor; republish at least once per
+/// 24 epochs (descriptors not republished for that long are dropped).
+pub async fn publish_gateway(addr: SocketAddr, entry: &GatewayEntry) -> Result<(), DirectoryError> {
+    match call(addr, &Request::Publish(entry.clone())).await? {
+        Response::Registered => Ok(()),
+        Response::Error(_) => Err(DirectoryError::BadRegistration("refused")),
+        Response::Document(_) => Err(DirectoryError::Malformed("unexpected answer".into())),
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::util::now_ms;
 use ed25519_dalek::SigningKey;
+use proptest::prelude::*;
 
 fn doc(epoch: u64) -> Document {
     Document {
@@ -12,6 +13,7 @@ fn doc(epoch: u64) -> Document {
         valid_until_ms: 2000,
         params: TrafficParams::default(),
         nodes: vec![],
+        gateways: vec![],
     }
 }
 
@@ -138,4 +140,52 @@ fn default_params_drain_their_own_cover() {
         ..TrafficParams::default()
     };
     assert!(bad.check().is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn document_and_registration_parsers_never_panic(text in ".{0,300}", sig in proptest::array::uniform32(any::<u8>())) {
+        let sd = SignedDocument {
+            document: text.clone(),
+            signatures: vec![AuthoritySignature { authority: sig, signature: [7; 64] }],
+        };
+        prop_assert!(sd.verify(&[sig], 1, 1500).is_err());
+        let sr = SignedRegistration { registration: text, signature: [1; 64] };
+        prop_assert!(sr.verify().is_err());
+    }
+}
+
+#[tokio::test]
+async fn gateway_descriptors_are_listed_when_signed() {
+    let cfg = DirectoryConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        authority_seed: [9; 32],
+        params: TrafficParams::default(),
+        epoch_ms: 3_600_000,
+        grace_ms: 60_000,
+        allowed: None,
+    };
+    let srv = DirectoryServer::bind(cfg).await.unwrap();
+    let addr = srv.local_addr().unwrap();
+    let auth = srv.authority();
+    let h = tokio::spawn(srv.run());
+    let gw = SigningKey::from_bytes(&[11; 32]);
+    let entry = GatewayEntry::sign(r#"{"provider":"00","olm":"x"}"#.into(), &gw);
+    publish_gateway(addr, &entry).await.unwrap();
+    let mut forged = GatewayEntry::sign("{}".into(), &SigningKey::from_bytes(&[12; 32]));
+    forged.descriptor = "{\"evil\":1}".into();
+    assert!(publish_gateway(addr, &forged).await.is_err());
+    let big = GatewayEntry::sign("x".repeat(MAX_DESCRIPTOR + 1), &gw);
+    assert!(publish_gateway(addr, &big).await.is_err());
+    let d = fetch_document(addr, None)
+        .await
+        .unwrap()
+        .verify(&[auth], 1, now_ms())
+        .unwrap();
+    assert_eq!(d.gateways.len(), 1);
+    assert_eq!(d.gateway(&gw.verifying_key().to_bytes()), Some(&entry));
+    assert!(d.gateways[0].verify().is_ok());
+    h.abort();
 }

@@ -151,8 +151,11 @@ impl LinkSender {
         frame.encode(&mut plain);
         let n = lock(&self.state).write_message(&plain, &mut self.buf[..])?;
         debug_assert_eq!(n, FRAME_WIRE);
-        self.w.write_all(&self.buf[..]).await?;
-        Ok(())
+        // A peer that stops reading must not hold this task forever.
+        match timeout(self.cfg.frame_timeout, self.w.write_all(&self.buf[..])).await {
+            Err(_) => Err(LinkError::Timeout("peer not reading")),
+            Ok(r) => Ok(r?),
+        }
     }
 }
 

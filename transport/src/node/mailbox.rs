@@ -1,4 +1,8 @@
 //! Provider mailboxes: packets stored per gateway with a TTL and a quota, in memory.
+//!
+//! Polling hands items out under a lease: they stay "in flight" until the gateway acknowledges
+//! them in a later poll. If the link drops or the lease runs out they go back to the front of
+//! the queue, so a lost poll answer is delivered again (the gateway drops duplicates).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -15,6 +19,8 @@ pub struct MailboxConfig {
     pub quota: usize,
     /// Most packets held in total.
     pub total: usize,
+    /// How long a handed-out packet waits for its acknowledgement before it is offered again.
+    pub lease: Duration,
 }
 
 impl Default for MailboxConfig {
@@ -23,6 +29,7 @@ impl Default for MailboxConfig {
             ttl: Duration::from_secs(24 * 3600),
             quota: 10_000,
             total: 1_000_000,
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -35,18 +42,27 @@ pub enum StoreError {
     Quota,
 }
 
+#[derive(Debug)]
+struct Item {
+    id: u64,
+    stored: Instant,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    boxes: HashMap<MailboxId, VecDeque<Item>>,
+    in_flight: HashMap<MailboxId, Vec<(Instant, Item)>>,
+    total: usize,
+    next_id: u64,
+}
+
 /// The mailboxes of one provider. It can outlive a provider task, which is how a restarted
 /// provider keeps what it acknowledged (a durable store can replace it later).
 #[derive(Debug)]
 pub struct Mailboxes {
     cfg: MailboxConfig,
     inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    boxes: HashMap<MailboxId, VecDeque<(Instant, Vec<u8>)>>,
-    total: usize,
 }
 
 impl Mailboxes {
@@ -63,43 +79,101 @@ impl Mailboxes {
     }
 
     /// Stores one item; fails when a quota is reached.
-    pub fn store(&self, mb: MailboxId, item: Vec<u8>) -> Result<(), StoreError> {
+    pub fn store(&self, mb: MailboxId, bytes: Vec<u8>) -> Result<(), StoreError> {
         let mut g = self.lock();
         if g.total >= self.cfg.total {
             return Err(StoreError::Quota);
         }
+        let held = g.in_flight.get(&mb).map_or(0, Vec::len);
+        g.next_id += 1;
+        let id = g.next_id;
         let q = g.boxes.entry(mb).or_default();
-        if q.len() >= self.cfg.quota {
+        if q.len() + held >= self.cfg.quota {
             return Err(StoreError::Quota);
         }
-        q.push_back((Instant::now(), item));
+        q.push_back(Item {
+            id,
+            stored: Instant::now(),
+            bytes,
+        });
         g.total += 1;
         Ok(())
     }
 
-    /// Takes up to `n` unexpired items; returns them and how many expired ones were dropped.
-    pub fn take(&self, mb: &MailboxId, n: usize) -> (Vec<Vec<u8>>, usize) {
-        let ttl = self.cfg.ttl;
+    /// Hands out up to `n` unexpired items as `(id, bytes)` under a lease; returns them and how
+    /// many expired ones were dropped. Items whose lease ran out are offered again first.
+    pub fn take(&self, mb: &MailboxId, n: usize) -> (Vec<(u64, Vec<u8>)>, usize) {
+        let (ttl, lease) = (self.cfg.ttl, self.cfg.lease);
         let mut g = self.lock();
+        let Inner {
+            boxes,
+            in_flight,
+            total,
+            ..
+        } = &mut *g;
+        if let Some(f) = in_flight.get_mut(mb) {
+            let (late, keep): (Vec<_>, Vec<_>) =
+                f.drain(..).partition(|(t, _)| t.elapsed() > lease);
+            *f = keep;
+            let q = boxes.entry(*mb).or_default();
+            for (_, item) in late.into_iter().rev() {
+                q.push_front(item);
+            }
+        }
         let mut out = vec![];
         let mut expired = 0;
-        if let Some(q) = g.boxes.get_mut(mb) {
+        if let Some(q) = boxes.get_mut(mb) {
+            let f = in_flight.entry(*mb).or_default();
             while out.len() < n {
-                let Some((t, item)) = q.pop_front() else {
-                    break;
-                };
-                if t.elapsed() > ttl {
+                let Some(item) = q.pop_front() else { break };
+                if item.stored.elapsed() > ttl {
                     expired += 1;
                 } else {
-                    out.push(item);
+                    out.push((item.id, item.bytes.clone()));
+                    f.push((Instant::now(), item));
                 }
             }
             if q.is_empty() {
-                g.boxes.remove(mb);
+                boxes.remove(mb);
             }
         }
-        g.total -= out.len() + expired;
+        *total -= expired;
         (out, expired)
+    }
+
+    /// The gateway confirmed these items: forget them.
+    pub fn ack(&self, mb: &MailboxId, ids: &[u64]) {
+        let mut g = self.lock();
+        let mut removed = 0;
+        if let Some(f) = g.in_flight.get_mut(mb) {
+            let before = f.len();
+            f.retain(|(_, it)| !ids.contains(&it.id));
+            removed = before - f.len();
+            if f.is_empty() {
+                g.in_flight.remove(mb);
+            }
+        }
+        g.total -= removed;
+    }
+
+    /// Puts every unacknowledged item of `mb` back at the front of its queue (link lost).
+    pub fn requeue(&self, mb: &MailboxId) {
+        let mut g = self.lock();
+        let Some(f) = g.in_flight.remove(mb) else {
+            return;
+        };
+        let q = g.boxes.entry(*mb).or_default();
+        for (_, item) in f.into_iter().rev() {
+            q.push_front(item);
+        }
+    }
+
+    /// Puts every unacknowledged item back (provider start after a restart).
+    pub fn requeue_all(&self) {
+        let keys: Vec<MailboxId> = self.lock().in_flight.keys().copied().collect();
+        for k in keys {
+            self.requeue(&k);
+        }
     }
 
     /// Drops every expired item; returns how many.
@@ -109,7 +183,7 @@ impl Mailboxes {
         let mut n = 0;
         for q in g.boxes.values_mut() {
             let before = q.len();
-            q.retain(|(t, _)| t.elapsed() <= ttl);
+            q.retain(|it| it.stored.elapsed() <= ttl);
             n += before - q.len();
         }
         g.boxes.retain(|_, q| !q.is_empty());
@@ -117,9 +191,10 @@ impl Mailboxes {
         n
     }
 
-    /// Items held for one mailbox.
+    /// Items held for one mailbox (queued and in flight).
     pub fn len(&self, mb: &MailboxId) -> usize {
-        self.lock().boxes.get(mb).map_or(0, |q| q.len())
+        let g = self.lock();
+        g.boxes.get(mb).map_or(0, |q| q.len()) + g.in_flight.get(mb).map_or(0, Vec::len)
     }
 }
 
@@ -128,13 +203,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn quota_ttl_take() {
-        let m = Mailboxes::new(MailboxConfig {
+    fn cfg() -> MailboxConfig {
+        MailboxConfig {
             ttl: Duration::from_millis(50),
             quota: 3,
             total: 4,
-        });
+            lease: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn quota_ttl_take_ack() {
+        let m = Mailboxes::new(cfg());
         for i in 0..3 {
             m.store([1; 16], vec![i]).unwrap();
         }
@@ -142,10 +222,38 @@ mod tests {
         m.store([2; 16], vec![7]).unwrap();
         assert_eq!(m.store([3; 16], vec![7]), Err(StoreError::Quota));
         let (got, _) = m.take(&[1; 16], 2);
-        assert_eq!(got, vec![vec![0], vec![1]]);
+        assert_eq!(
+            got.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+            vec![vec![0], vec![1]]
+        );
+        // In flight items still count until acknowledged.
+        assert_eq!(m.len(&[1; 16]), 3);
+        m.ack(&[1; 16], &[got[0].0, got[1].0]);
+        assert_eq!(m.len(&[1; 16]), 1);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(m.purge(), 2);
         assert_eq!(m.take(&[1; 16], 5).0.len(), 0);
         assert_eq!(m.len(&[2; 16]), 0);
+    }
+
+    #[test]
+    fn unacknowledged_items_come_back_in_order() {
+        let m = Mailboxes::new(MailboxConfig {
+            ttl: Duration::from_secs(60),
+            ..cfg()
+        });
+        for i in 0..3 {
+            m.store([1; 16], vec![i]).unwrap();
+        }
+        let (a, _) = m.take(&[1; 16], 2);
+        m.requeue(&[1; 16]);
+        let (b, _) = m.take(&[1; 16], 3);
+        assert_eq!(
+            b.iter().map(|(_, x)| x[0]).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(a[0].0, b[0].0);
+        m.requeue_all();
+        assert_eq!(m.len(&[1; 16]), 3);
     }
 }

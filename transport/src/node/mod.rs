@@ -2,9 +2,13 @@
 //! delay, forward; providers also store deliveries in mailboxes, acknowledge after storing and
 //! answer polls with a constant number of frames. Both emit their own loop cover.
 
+mod cover;
 mod keys;
+mod links;
 mod mailbox;
 mod peers;
+pub mod poll;
+mod process;
 mod stats;
 
 use std::cmp::Reverse;
@@ -36,6 +40,9 @@ use crate::packet::{
     create_forward, NodeId, Packet, PacketError, Processed, RouteHop, SecretKey, DELIVERED_SIZE,
 };
 use crate::util::{exp_sample, now_ms};
+use cover::loop_cover;
+use links::accept_loop;
+use process::{delay_loop, worker};
 
 /// Configuration of a mix node or provider.
 #[derive(Debug, Clone)]
@@ -218,7 +225,15 @@ impl Node {
             ingress_rx,
             delay_rx,
         } = self;
-        info!(role = ?inner.cfg.role, addr = %inner.address, "node starting");
+        info!(
+            role = ?inner.cfg.role,
+            addr = %inner.address,
+            identity = %data_encoding::HEXLOWER.encode(&inner.identity.verifying_key().to_bytes()),
+            "node starting"
+        );
+        if let Some(b) = &inner.mailboxes {
+            b.requeue_all();
+        }
         let mut tasks = JoinSet::new();
         tasks.spawn(directory_loop(inner.clone()));
         tasks.spawn(worker(inner.clone(), ingress_rx));
@@ -243,6 +258,14 @@ pub async fn run_provider(cfg: NodeConfig) -> Result<(), NodeError> {
 impl Inner {
     fn epoch(&self) -> u64 {
         now_ms() / self.cfg.epoch_ms.max(1)
+    }
+
+    /// The current epoch, and whether we are in its last tenth (when senders with a clock
+    /// slightly ahead may already use the next epoch's key).
+    fn epoch_position(&self) -> (u64, bool) {
+        let len = self.cfg.epoch_ms.max(1);
+        let now = now_ms();
+        (now / len, now % len >= len - len / 10)
     }
 
     fn document(&self) -> Option<Arc<Document>> {
@@ -317,277 +340,4 @@ async fn directory_loop(inner: Arc<Inner>) {
         };
         tokio::time::sleep(wait).await;
     }
-}
-
-async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
-    let mut conns = JoinSet::new();
-    loop {
-        while conns.try_join_next().is_some() {}
-        let Ok((sock, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        conns.spawn(serve_conn(inner.clone(), sock));
-    }
-}
-
-async fn serve_conn(inner: Arc<Inner>, sock: TcpStream) {
-    let doc = inner.document();
-    let is_provider = inner.cfg.role == Role::Provider;
-    let authorize = |k: &[u8; 32]| {
-        is_provider
-            || doc
-                .as_ref()
-                .is_some_and(|d| d.node_by_link_key(k).is_some())
-    };
-    let (peer, tx, rx) = match accept(sock, &inner.link, authorize, &inner.cfg.link).await {
-        Ok(x) => x,
-        Err(e) => {
-            debug!("link refused: {e}");
-            NodeStats::inc(&inner.stats.links_refused);
-            return;
-        }
-    };
-    let is_node = doc
-        .as_ref()
-        .is_some_and(|d| d.node_by_link_key(&peer).is_some());
-    if let Err(e) = read_frames(&inner, rx, tx, (!is_node).then(|| mailbox_id(&peer))).await {
-        debug!("link ended: {e}");
-        NodeStats::inc(&inner.stats.link_errors);
-    }
-}
-
-async fn read_frames(
-    inner: &Inner,
-    mut rx: LinkReceiver,
-    mut tx: LinkSender,
-    client_mailbox: Option<[u8; 16]>,
-) -> Result<(), crate::link::LinkError> {
-    loop {
-        let f = rx.recv().await?;
-        match f.kind {
-            FrameKind::Packet => {
-                NodeStats::inc(&inner.stats.received);
-                if inner.ingress.try_send(f.body.to_vec()).is_err() {
-                    NodeStats::inc(&inner.stats.dropped_overload);
-                }
-            }
-            FrameKind::Submit => {
-                NodeStats::inc(&inner.stats.received);
-                let known = inner
-                    .document()
-                    .and_then(|d| d.node(&f.next).map(|n| matches!(n.role, Role::Mix { .. })))
-                    .unwrap_or(false);
-                if client_mailbox.is_none() || !known {
-                    NodeStats::inc(&inner.stats.dropped_unknown_hop);
-                    continue;
-                }
-                match Packet::from_slice(&f.body[..]) {
-                    Ok(p) => {
-                        NodeStats::inc(&inner.stats.submitted);
-                        inner.send_to(f.next, p);
-                    }
-                    Err(_) => NodeStats::inc(&inner.stats.dropped_malformed),
-                }
-            }
-            FrameKind::Poll => {
-                let (Some(mb), Some(boxes)) = (client_mailbox, inner.mailboxes.as_ref()) else {
-                    NodeStats::inc(&inner.stats.dropped_malformed);
-                    continue;
-                };
-                let batch = inner.document().map_or(1, |d| d.params.poll_batch.max(1)) as usize;
-                let (items, expired) = boxes.take(&mb, batch);
-                for _ in 0..expired {
-                    NodeStats::inc(&inner.stats.expired);
-                }
-                let n = items.len();
-                for item in items {
-                    let mut body = vec![1u8];
-                    body.extend_from_slice(&item);
-                    tx.send(&Frame::new(FrameKind::Mailbox, &body)).await?;
-                }
-                for _ in n..batch {
-                    tx.send(&Frame::new(FrameKind::Mailbox, &[0u8])).await?;
-                }
-                NodeStats::inc(&inner.stats.polls_answered);
-            }
-            _ => NodeStats::inc(&inner.stats.dropped_malformed),
-        }
-    }
-}
-
-async fn worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = rx.recv().await {
-        handle_packet(&inner, &bytes).await;
-    }
-}
-
-async fn handle_packet(inner: &Inner, bytes: &[u8]) {
-    let st = &inner.stats;
-    match inner.keys.process(inner.epoch(), bytes) {
-        Err(PacketError::BadMac) | Err(PacketError::BadKey) => NodeStats::inc(&st.dropped_bad_mac),
-        Err(PacketError::Replay) => NodeStats::inc(&st.dropped_replay),
-        Err(_) => NodeStats::inc(&st.dropped_malformed),
-        Ok(Processed::Relay {
-            next,
-            delay_us,
-            packet,
-        }) => {
-            let known =
-                next == inner.id || inner.document().is_some_and(|d| d.node(&next).is_some());
-            if !known {
-                NodeStats::inc(&st.dropped_unknown_hop);
-                return;
-            }
-            let delay = Duration::from_micros(u64::from(delay_us)).min(inner.cfg.max_delay);
-            if delay.is_zero() {
-                inner.send_to(next, packet);
-            } else if inner
-                .delay_tx
-                .try_send((Instant::now() + delay, next, packet))
-                .is_err()
-            {
-                NodeStats::inc(&st.dropped_overload);
-            }
-        }
-        Ok(Processed::Deliver { mailbox, delivered }) => {
-            if mailbox == inner.id {
-                NodeStats::inc(&st.loops_received);
-                return;
-            }
-            let Some(boxes) = inner.mailboxes.as_ref() else {
-                NodeStats::inc(&st.dropped_malformed);
-                return;
-            };
-            let ack = match delivered.take_ack() {
-                Ok(a) => a,
-                Err(_) => {
-                    NodeStats::inc(&st.dropped_tagged);
-                    return;
-                }
-            };
-            let bytes = delivered.to_bytes();
-            debug_assert_eq!(bytes.len(), DELIVERED_SIZE);
-            if boxes.store(mailbox, bytes).is_err() {
-                NodeStats::inc(&st.dropped_quota);
-                return;
-            }
-            NodeStats::inc(&st.stored);
-            if let Some(ack) = ack {
-                match ack.into_packet(&[]) {
-                    Ok((first, p)) => {
-                        NodeStats::inc(&st.acks_sent);
-                        inner.send_to(first, p);
-                    }
-                    Err(_) => NodeStats::inc(&st.dropped_malformed),
-                }
-            }
-        }
-    }
-}
-
-/// Most packets a node holds in its delay heap at once.
-const MAX_HELD: usize = 200_000;
-
-/// Holds delayed packets in a heap and forwards each when its time comes (delay order).
-async fn delay_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<(Instant, NodeId, Packet)>) {
-    let mut heap: BinaryHeap<Reverse<(Instant, u64, NodeId)>> = BinaryHeap::new();
-    let mut held: std::collections::HashMap<u64, Packet> = std::collections::HashMap::new();
-    let mut seq = 0u64;
-    loop {
-        let next_due = heap.peek().map(|Reverse((t, _, _))| *t);
-        tokio::select! {
-            item = rx.recv() => {
-                let Some((t, next, p)) = item else { return };
-                if held.len() >= MAX_HELD {
-                    NodeStats::inc(&inner.stats.dropped_overload);
-                    continue;
-                }
-                seq += 1;
-                heap.push(Reverse((t, seq, next)));
-                held.insert(seq, p);
-            }
-            _ = async {
-                match next_due {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let now = Instant::now();
-                while let Some(Reverse((t, s, next))) = heap.peek().copied() {
-                    if t > now {
-                        break;
-                    }
-                    heap.pop();
-                    if let Some(p) = held.remove(&s) {
-                        inner.send_to(next, p);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Sends the node's own loop cover at the directory's rate, through every other layer and
-/// back to itself.
-async fn loop_cover(inner: Arc<Inner>) {
-    let mut rng = rand::rngs::StdRng::from_entropy();
-    loop {
-        let Some(doc) = inner.document() else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let rate = doc.params.mix_loop_per_s;
-        if rate <= 0.0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        tokio::time::sleep(Duration::from_secs_f64(exp_sample(&mut rng, 1.0 / rate))).await;
-        if let Some((first, p)) = build_loop(&inner, &doc, &mut rng) {
-            NodeStats::inc(&inner.stats.loops_sent);
-            inner.send_to(first, p);
-        }
-    }
-}
-
-fn build_loop(
-    inner: &Inner,
-    doc: &Document,
-    rng: &mut rand::rngs::StdRng,
-) -> Option<(NodeId, Packet)> {
-    let me = doc.node(&inner.id)?;
-    let mu_us = doc.params.mu_ms * 1000.0;
-    let layers: Vec<Option<u8>> = match me.role {
-        Role::Provider => vec![Some(1), Some(2), Some(3)],
-        Role::Mix { layer } => (layer + 1..=3)
-            .map(Some)
-            .chain(std::iter::once(None))
-            .chain((1..layer).map(Some))
-            .collect(),
-    };
-    let mut route = vec![];
-    for l in layers {
-        let n = match l {
-            Some(l) => doc.layer(l).choose(rng)?,
-            None => doc.providers().choose(rng)?,
-        };
-        let delay = if l.is_some() {
-            exp_sample(rng, mu_us) as u32
-        } else {
-            0
-        };
-        route.push(RouteHop {
-            id: n.id,
-            public: n.mix_key,
-            delay_us: delay,
-        });
-    }
-    route.push(RouteHop {
-        id: me.id,
-        public: me.mix_key,
-        delay_us: 0,
-    });
-    let dummy = SecretKey::random().public();
-    let p = create_forward(rng, &route, &inner.id, &dummy, None, &[]).ok()?;
-    Some((route[0].id, p))
 }

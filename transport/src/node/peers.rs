@@ -96,6 +96,13 @@ async fn peer_task(
             },
         };
         let Some((mut tx, _rx)) = link else {
+            // A peer that left the directory: give up (a later packet for it starts anew).
+            if node_gone(&doc, &id) {
+                while rx.try_recv().is_ok() {
+                    NodeStats::inc(&stats.dropped_unknown_hop);
+                }
+                return;
+            }
             debug!("peer unreachable, backing off {backoff:?}");
             // Drop what piled up beyond a short burst so a dead peer cannot hold memory.
             while rx.len() > 64 {
@@ -121,4 +128,8 @@ async fn peer_task(
             }
         }
     }
+}
+
+fn node_gone(doc: &watch::Receiver<Option<Arc<Document>>>, id: &NodeId) -> bool {
+    doc.borrow().as_ref().is_some_and(|d| d.node(id).is_none())
 }

@@ -101,6 +101,9 @@ impl Keys {
         let _guard = self.lock.lock().await;
         let dkey = key(&[user.as_bytes(), device.as_bytes()]);
         let mut new_device_keys = None;
+        // A device that re-registers with new identity keys (a client that lost its store but
+        // kept its device id) invalidates its old one-time and fallback keys.
+        let mut new_identity = false;
         if let Some(mut keys) = upload.device_keys {
             check_device_keys(&keys, user, device)?;
             if let Some(obj) = keys.as_object_mut() {
@@ -119,26 +122,47 @@ impl Keys {
                         }
                     }
                     keys = merged;
+                } else {
+                    new_identity = true;
                 }
             }
             if old.as_ref() != Some(&keys) {
                 new_device_keys = Some(keys);
             }
         }
-        let otk_writes = self.prepare_one_time_keys(user, device, &upload.one_time_keys)?;
+        let mut stale = Vec::new();
+        if new_identity {
+            tracing::info!(user = %user, device, "device identity keys replaced; old one-time keys dropped");
+            let prefix = device_prefix(user, device);
+            for (k, _) in self.t.one_time.raw().scan_prefix(&self.db, &prefix)? {
+                stale.push((true, k));
+            }
+            for (k, _) in self.t.fallback.raw().scan_prefix(&self.db, &prefix)? {
+                stale.push((false, k));
+            }
+        }
+        let otk_writes =
+            self.prepare_one_time_keys(user, device, &upload.one_time_keys, new_identity)?;
         let changed: Vec<&UserId> = if new_device_keys.is_some() {
             vec![user]
         } else {
             Vec::new()
         };
         self.write(&changed, |batch| {
+            for (one_time, k) in &stale {
+                if *one_time {
+                    self.t.one_time.delete(batch, k);
+                } else {
+                    self.t.fallback.delete(batch, k);
+                }
+            }
             if let Some(keys) = &new_device_keys {
                 self.t.device_keys.put(batch, &dkey, keys)?;
             }
             for (k, v) in &otk_writes {
                 self.t.one_time.put(batch, k, v)?;
             }
-            self.put_fallback_keys(batch, user, device, &upload.fallback_keys)?;
+            self.put_fallback_keys(batch, user, device, &upload.fallback_keys, new_identity)?;
             Ok(())
         })
         .await?;
@@ -178,7 +202,7 @@ impl Keys {
     ) -> ApiResult<KeysQueryResult> {
         let mut out = KeysQueryResult::default();
         for (user, devices) in wanted {
-            let mut found = if devices.is_empty() {
+            let found = if devices.is_empty() {
                 self.all_device_keys(user)?
             } else {
                 let mut found = BTreeMap::new();
@@ -189,16 +213,22 @@ impl Keys {
                 }
                 found
             };
-            for (device, keys) in found.iter_mut() {
-                let name = users.device(user, device)?.and_then(|d| d.display_name);
-                if let (Some(obj), Some(name)) = (keys.as_object_mut(), name) {
+            let mut shown = BTreeMap::new();
+            for (device, mut keys) in found {
+                // Keys left behind by a device that logged out without `remove_device` are not
+                // shown: nobody should encrypt for a device that cannot sync any more.
+                let Some(record) = users.device(user, &device)? else {
+                    continue;
+                };
+                if let (Some(obj), Some(name)) = (keys.as_object_mut(), record.display_name) {
                     obj.insert(
                         "unsigned".to_owned(),
                         serde_json::json!({ "device_display_name": name }),
                     );
                 }
+                shown.insert(device, keys);
             }
-            out.device_keys.insert(user.clone(), found);
+            out.device_keys.insert(user.clone(), shown);
             if let Some(mut master) = self.cross_signing_key(user, CrossSigningKind::Master)? {
                 if let Some(sigs) = self.user_signature(caller, user)? {
                     merge_signatures(&mut master, &sigs);
@@ -322,11 +352,79 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn new_identity_for_the_same_device_drops_old_one_time_keys() {
+        let keys = store();
+        let a = user_id!("@a:x");
+        let otk = |v: &str| {
+            BTreeMap::from([
+                ("signed_curve25519:AAAAAQ".to_owned(), json!({ "key": v })),
+                (format!("signed_curve25519:{v}"), json!({ "key": v })),
+            ])
+        };
+        let fallback = |v: &str| {
+            BTreeMap::from([(
+                "signed_curve25519:FB".to_owned(),
+                json!({ "key": v, "fallback": true }),
+            )])
+        };
+        keys.upload(
+            a,
+            "D1",
+            KeysUpload {
+                device_keys: Some(device_keys("@a:x", "D1", "old")),
+                one_time_keys: otk("old"),
+                fallback_keys: fallback("old"),
+            },
+        )
+        .await
+        .expect("first identity");
+        // The same key id with other content is refused while the identity is unchanged...
+        assert!(keys
+            .upload(
+                a,
+                "D1",
+                KeysUpload {
+                    one_time_keys: otk("new"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .is_err());
+        // ...and accepted with new identity keys, which drop every old key of the device.
+        let counts = keys
+            .upload(
+                a,
+                "D1",
+                KeysUpload {
+                    device_keys: Some(device_keys("@a:x", "D1", "new")),
+                    one_time_keys: otk("new"),
+                    fallback_keys: fallback("new"),
+                },
+            )
+            .await
+            .expect("new identity");
+        assert_eq!(counts["signed_curve25519"], 2);
+        let want = BTreeMap::from([(
+            a.to_owned(),
+            BTreeMap::from([("D1".to_owned(), "signed_curve25519".to_owned())]),
+        )]);
+        for _ in 0..3 {
+            let got = keys.claim(&want).await.expect("claim");
+            let key = got[a]["D1"].values().next().expect("a key");
+            assert_eq!(key["key"], "new");
+        }
+    }
+
+    #[tokio::test]
     async fn query_and_delete() {
         let keys = store();
         let users = Users::new(keys.db.clone());
         let a = user_id!("@a:x");
-        for d in ["D1", "D2"] {
+        for d in ["D1", "D2", "GONE"] {
+            users
+                .create_device(a, Some(d.into()), Some(format!("name {d}")), None)
+                .await
+                .expect("device");
             keys.upload(
                 a,
                 d,
@@ -339,6 +437,14 @@ mod tests {
             .expect("upload");
         }
         let all = BTreeMap::from([(a.to_owned(), vec![])]);
+        let res = keys.query(&users, a, &all).expect("query");
+        assert_eq!(res.device_keys[a].len(), 3);
+        assert_eq!(
+            res.device_keys[a]["D1"]["unsigned"]["device_display_name"],
+            "name D1"
+        );
+        // A device deleted without its keys (a plain logout) is not shown.
+        users.delete_device(a, "GONE").await.expect("logout");
         let res = keys.query(&users, a, &all).expect("query");
         assert_eq!(res.device_keys[a].len(), 2);
         let one = BTreeMap::from([(a.to_owned(), vec!["D2".to_owned(), "NOPE".to_owned()])]);

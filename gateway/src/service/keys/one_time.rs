@@ -27,12 +27,14 @@ fn algorithm_of(key_id: &str) -> ApiResult<&str> {
 
 impl Keys {
     /// Checks uploaded one-time keys and returns the writes to make: keys already stored with
-    /// the same content are skipped, a known id with other content is refused.
+    /// the same content are skipped, a known id with other content is refused (unless
+    /// `replacing`: the stored keys are being dropped in the same write).
     pub(super) fn prepare_one_time_keys(
         &self,
         user: &UserId,
         device: &str,
         keys: &BTreeMap<String, Value>,
+        replacing: bool,
     ) -> ApiResult<Vec<(Vec<u8>, Value)>> {
         let mut writes = Vec::new();
         for (key_id, value) in keys {
@@ -43,6 +45,10 @@ impl Keys {
                 alg.as_bytes(),
                 key_id.as_bytes(),
             ]);
+            if replacing {
+                writes.push((k, value.clone()));
+                continue;
+            }
             match self.t.one_time.get(&self.db, &k)? {
                 Some(old) if &old == value => {}
                 Some(_) => {
@@ -57,18 +63,20 @@ impl Keys {
     }
 
     /// Queues the replacement of each algorithm's fallback key by the uploaded one (unless it
-    /// is the very key already stored, which keeps its `used` flag).
+    /// is the very key already stored, which keeps its `used` flag; with `replacing` the stored
+    /// keys are being dropped in the same write, so every uploaded key is written).
     pub(super) fn put_fallback_keys(
         &self,
         batch: &mut Batch,
         user: &UserId,
         device: &str,
         keys: &BTreeMap<String, Value>,
+        replacing: bool,
     ) -> ApiResult<()> {
         for (key_id, value) in keys {
             let alg = algorithm_of(key_id)?;
             let k = key(&[user.as_bytes(), device.as_bytes(), alg.as_bytes()]);
-            if let Some(old) = self.t.fallback.get(&self.db, &k)? {
+            if let Some(old) = self.t.fallback.get(&self.db, &k)?.filter(|_| !replacing) {
                 if &old.key_id == key_id && &old.key == value {
                     continue;
                 }

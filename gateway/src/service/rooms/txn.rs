@@ -209,7 +209,12 @@ impl<'a> RoomTxn<'a> {
             &mut object,
             &self.rules.redaction,
         )
-        .map_err(|e| ApiError::bad_json(format!("cannot sign event: {e}")))?;
+        .map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => {
+                ApiError::too_large("Event is larger than 65535 bytes")
+            }
+            other => ApiError::bad_json(format!("cannot sign event: {other}")),
+        })?;
         let hash = reference_hash(&object, &self.rules)
             .map_err(|e| ApiError::too_large(format!("event rejected: {e}")))?;
         let event_id = EventId::parse(format!("${hash}"))

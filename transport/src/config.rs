@@ -1,0 +1,288 @@
+//! File configuration for the `mixgate mixnode`, `mixgate provider` and `mixgate directory`
+//! subcommands: TOML files whose errors name the file, the key and what was expected, and key
+//! files (the only thing these roles keep on disk).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::directory::{DirectoryConfig, Role, TrafficParams};
+use crate::node::NodeConfig;
+
+/// A configuration problem, naming the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid (TOML syntax, unknown key, wrong type, bad value).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which key and what was expected.
+        message: String,
+    },
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads a 32-byte secret seed from `path`, or creates one (mode 0600) if it does not exist.
+pub fn load_or_create_seed(path: &Path) -> Result<[u8; 32], ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(b) => b
+            .try_into()
+            .map_err(|_| invalid(path, "key file must hold exactly 32 bytes")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            rand::Rng::fill(&mut rand::rngs::OsRng, &mut seed[..]);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(path).map_err(io)?;
+            std::io::Write::write_all(&mut f, &seed).map_err(io)?;
+            Ok(seed)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn parse_key(path: &Path, key: &str, hex: &str) -> Result<[u8; 32], ConfigError> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.as_bytes())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            invalid(
+                path,
+                format!("{key}: expected 64 hex characters (an Ed25519 public key)"),
+            )
+        })
+}
+
+fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))
+}
+
+/// The role a node file describes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    /// A mix node (needs `layer`).
+    Mix,
+    /// A provider.
+    Provider,
+}
+
+/// `mixnode.toml` / `provider.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Address to publish, if different (`host:port`).
+    pub public_address: Option<String>,
+    /// File holding the identity seed (created if missing).
+    pub key_file: PathBuf,
+    /// `mix` or `provider`.
+    pub role: RoleName,
+    /// Mix layer 1..=3 (mixes only).
+    pub layer: Option<u8>,
+    /// Directory address.
+    pub directory: SocketAddr,
+    /// Trusted authority keys, hex.
+    pub authorities: Vec<String>,
+    /// Signatures required (default 1).
+    pub threshold: Option<usize>,
+    /// Epoch length in seconds (default 3600; must match the directory).
+    pub epoch_secs: Option<u64>,
+}
+
+impl NodeFile {
+    /// Reads and checks a node file; creates the key file on first use.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let f: NodeFile = read_toml(path)?;
+        let role = match (f.role, f.layer) {
+            (RoleName::Mix, Some(l @ 1..=3)) => Role::Mix { layer: l },
+            (RoleName::Mix, _) => return Err(invalid(path, "layer: expected 1, 2 or 3 for a mix")),
+            (RoleName::Provider, None) => Role::Provider,
+            (RoleName::Provider, Some(_)) => {
+                return Err(invalid(path, "layer: not allowed for a provider"))
+            }
+        };
+        if f.authorities.is_empty() {
+            return Err(invalid(path, "authorities: expected at least one key"));
+        }
+        let authorities = f
+            .authorities
+            .iter()
+            .map(|a| parse_key(path, "authorities", a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let seed = load_or_create_seed(&f.key_file)?;
+        let mut c = NodeConfig::new(f.listen, role, seed, f.directory, authorities);
+        c.public_address = f.public_address;
+        c.threshold = f.threshold.unwrap_or(1);
+        c.epoch_ms = f.epoch_secs.unwrap_or(3600).max(1) * 1000;
+        Ok(c)
+    }
+}
+
+/// `directory.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryFile {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// File holding the authority's seed (created if missing).
+    pub key_file: PathBuf,
+    /// Epoch length in seconds (default 3600).
+    pub epoch_secs: Option<u64>,
+    /// Grace after an epoch in seconds (default 600).
+    pub grace_secs: Option<u64>,
+    /// Identity keys allowed to register, hex (default: anyone).
+    pub allowed: Option<Vec<String>>,
+    /// Traffic parameters (default: [`TrafficParams::default`]).
+    pub params: Option<TrafficParams>,
+}
+
+impl DirectoryFile {
+    /// Reads and checks a directory file; creates the key file on first use.
+    pub fn load(path: &Path) -> Result<DirectoryConfig, ConfigError> {
+        let f: DirectoryFile = read_toml(path)?;
+        let params = f.params.unwrap_or_default();
+        params
+            .check()
+            .map_err(|e| invalid(path, format!("params: {e}")))?;
+        let allowed = match f.allowed {
+            None => None,
+            Some(v) => Some(
+                v.iter()
+                    .map(|a| parse_key(path, "allowed", a))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(DirectoryConfig {
+            listen: f.listen,
+            authority_seed: load_or_create_seed(&f.key_file)?,
+            params,
+            epoch_ms: f.epoch_secs.unwrap_or(3600).max(1) * 1000,
+            grace_ms: Duration::from_secs(f.grace_secs.unwrap_or(600)).as_millis() as u64,
+            allowed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The documented example files in `config/` parse (key files redirected).
+    #[test]
+    fn example_files_parse() {
+        let d = std::env::temp_dir().join(format!("mixgate-examples-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        for name in ["mixnode.toml", "provider.toml", "directory.toml"] {
+            let text = std::fs::read_to_string(root.join(name)).unwrap();
+            let key = d.join(format!("{name}.key"));
+            let text: String = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("key_file") {
+                        format!("key_file = \"{}\"", key.display())
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let p = write(&d, name, &text);
+            if name == "directory.toml" {
+                let c = DirectoryFile::load(&p).unwrap();
+                assert_eq!(c.params, TrafficParams::default());
+                assert_eq!(c.allowed, Some(vec![]));
+            } else {
+                let c = NodeFile::load(&p).unwrap();
+                assert_eq!(c.epoch_ms, 3_600_000);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn node_and_directory_files() {
+        let d = std::env::temp_dir().join(format!("mixgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let key = d.join("node.key");
+        let _ = std::fs::remove_file(&key);
+        let auth = "ab".repeat(32);
+        let good = format!(
+            "listen = \"127.0.0.1:9000\"\nkey_file = \"{}\"\nrole = \"mix\"\nlayer = 2\ndirectory = \"127.0.0.1:9100\"\nauthorities = [\"{auth}\"]\n",
+            key.display()
+        );
+        let c = NodeFile::load(&write(&d, "mix.toml", &good)).unwrap();
+        assert_eq!(c.role, Role::Mix { layer: 2 });
+        // The key file was created and is reused.
+        let c2 = NodeFile::load(&write(&d, "mix.toml", &good)).unwrap();
+        assert_eq!(c.identity_seed, c2.identity_seed);
+        // Errors name the file and the key.
+        let e = NodeFile::load(&write(
+            &d,
+            "bad.toml",
+            &good.replace("layer = 2", "layer = 7"),
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("bad.toml") && e.to_string().contains("layer"),
+            "{e}"
+        );
+        let e = NodeFile::load(&write(&d, "bad.toml", &format!("{good}colour = 1\n"))).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = NodeFile::load(&write(&d, "bad.toml", &good.replace(&auth, "xyz"))).unwrap_err();
+        assert!(e.to_string().contains("authorities"), "{e}");
+        let dkey = d.join("dir.key");
+        let _ = std::fs::remove_file(&dkey);
+        let dir = format!(
+            "listen = \"127.0.0.1:9100\"\nkey_file = \"{}\"\n[params]\nlambda_per_s = 4.0\nloop_per_s = 0.5\nmix_loop_per_s = 1.0\nmu_ms = 50.0\npacket_size = 2442\npoll_per_s = 1.0\npoll_batch = 2\n",
+            dkey.display()
+        );
+        let e = DirectoryFile::load(&write(&d, "dir.toml", &dir)).unwrap_err();
+        assert!(e.to_string().contains("params"), "{e}");
+        let ok = DirectoryFile::load(&write(
+            &d,
+            "dir.toml",
+            &dir.replace("poll_batch = 2", "poll_batch = 12"),
+        ))
+        .unwrap();
+        assert_eq!(ok.epoch_ms, 3_600_000);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,106 @@
+//! Incoming links: authentication, frames from nodes and gateways, poll answers.
+
+use super::*;
+
+pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let Ok((sock, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        conns.spawn(serve_conn(inner.clone(), sock));
+    }
+}
+
+async fn serve_conn(inner: Arc<Inner>, sock: TcpStream) {
+    let doc = inner.document();
+    let is_provider = inner.cfg.role == Role::Provider;
+    let authorize = |k: &[u8; 32]| {
+        is_provider
+            || doc
+                .as_ref()
+                .is_some_and(|d| d.node_by_link_key(k).is_some())
+    };
+    let (peer, tx, rx) = match accept(sock, &inner.link, authorize, &inner.cfg.link).await {
+        Ok(x) => x,
+        Err(e) => {
+            debug!("link refused: {e}");
+            NodeStats::inc(&inner.stats.links_refused);
+            return;
+        }
+    };
+    let is_node = doc
+        .as_ref()
+        .is_some_and(|d| d.node_by_link_key(&peer).is_some());
+    let mailbox = (!is_node).then(|| mailbox_id(&peer));
+    if let Err(e) = read_frames(&inner, rx, tx, mailbox).await {
+        debug!("link ended: {e}");
+        NodeStats::inc(&inner.stats.link_errors);
+    }
+    // Answers not acknowledged on this link are offered again on the next one.
+    if let (Some(mb), Some(boxes)) = (mailbox, inner.mailboxes.as_ref()) {
+        boxes.requeue(&mb);
+    }
+}
+
+async fn read_frames(
+    inner: &Inner,
+    mut rx: LinkReceiver,
+    mut tx: LinkSender,
+    client_mailbox: Option<[u8; 16]>,
+) -> Result<(), crate::link::LinkError> {
+    loop {
+        let f = rx.recv().await?;
+        match f.kind {
+            FrameKind::Packet => {
+                NodeStats::inc(&inner.stats.received);
+                if inner.ingress.try_send(f.body.to_vec()).is_err() {
+                    NodeStats::inc(&inner.stats.dropped_overload);
+                }
+            }
+            FrameKind::Submit => {
+                NodeStats::inc(&inner.stats.received);
+                let known = inner
+                    .document()
+                    .and_then(|d| d.node(&f.next).map(|n| matches!(n.role, Role::Mix { .. })))
+                    .unwrap_or(false);
+                if client_mailbox.is_none() || !known {
+                    NodeStats::inc(&inner.stats.dropped_unknown_hop);
+                    continue;
+                }
+                match Packet::from_slice(&f.body[..]) {
+                    Ok(p) => {
+                        NodeStats::inc(&inner.stats.submitted);
+                        inner.send_to(f.next, p);
+                    }
+                    Err(_) => NodeStats::inc(&inner.stats.dropped_malformed),
+                }
+            }
+            FrameKind::Poll => {
+                let (Some(mb), Some(boxes)) = (client_mailbox, inner.mailboxes.as_ref()) else {
+                    NodeStats::inc(&inner.stats.dropped_malformed);
+                    continue;
+                };
+                let batch = inner.document().map_or(1, |d| d.params.poll_batch.max(1)) as usize;
+                boxes.ack(&mb, &poll::decode_poll(&f.body[..]));
+                let (items, expired) = boxes.take(&mb, batch);
+                for _ in 0..expired {
+                    NodeStats::inc(&inner.stats.expired);
+                }
+                let n = items.len();
+                for (id, item) in items {
+                    let body = poll::encode_answer(id, &item);
+                    tx.send(&Frame::new(FrameKind::Mailbox, &body)).await?;
+                }
+                for _ in n..batch {
+                    tx.send(&Frame::new(FrameKind::Mailbox, &poll::dummy_answer()))
+                        .await?;
+                }
+                NodeStats::inc(&inner.stats.polls_answered);
+            }
+            _ => NodeStats::inc(&inner.stats.dropped_malformed),
+        }
+    }
+}
