@@ -30,5 +30,6 @@ const olm = join(here, "node_modules/@matrix-org/olm");
 for (const f of ["olm.js", "olm.wasm", "olm_legacy.js"]) {
     cpSync(join(olm, f), join(dist, f));
 }
+cpSync(join(here, "node_modules/hydrogen-view-sdk/lib-build/sw.js"), join(dist, "sw.js"));
 cpSync(join(here, "src/index.html"), join(dist, "index.html"));
 console.log(`built ${dist}`);

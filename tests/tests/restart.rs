@@ -201,3 +201,45 @@ async fn kill9_during_burst_loses_nothing_acknowledged() {
     let unique: HashSet<&String> = history.iter().collect();
     assert_eq!(unique.len(), history.len(), "duplicates after retries");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_all_complete() {
+    // Ten clients sending into one room at once (as the load tool does) must all get answers,
+    // and every message must be in the history once.
+    let gw = TestGateway::start().await;
+    let anon = gw.http();
+    let account = anon.register_ok("alice", "secret-password").await;
+    let alice = anon.as_user(&account);
+    let room = alice.create_room(&json!({})).await.expect("createRoom");
+    let mut tasks = Vec::new();
+    for s in 0..10 {
+        let http = alice.clone();
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..60 {
+                let r = http
+                    .send_text(&room, &format!("c{s}-{j}"), &format!("c {s}/{j}"))
+                    .await
+                    .map(|r| (r.status, r.body));
+                assert!(
+                    matches!(r, Ok((200, _))),
+                    "send {s}/{j} failed: {r:?} (a request timing out means the gateway hung)"
+                );
+            }
+        }));
+    }
+    within(
+        45,
+        "600 concurrent sends (a hang here is a gateway deadlock)",
+        async {
+            for t in tasks {
+                t.await.expect("sender");
+            }
+        },
+    )
+    .await;
+    let history = all_bodies(&alice, &room).await;
+    assert_eq!(history.len(), 600);
+    let unique: HashSet<&String> = history.iter().collect();
+    assert_eq!(unique.len(), 600);
+}

@@ -5,14 +5,51 @@
 mod common;
 
 use common::{register, sync_once, wait_room, Inbox};
-use matrix_sdk::ruma::{
-    api::client::room::create_room::v3 as create_room,
-    events::{
-        room::{encryption::RoomEncryptionEventContent, message::RoomMessageEventContent},
-        InitialStateEvent,
+use matrix_sdk::{
+    ruma::{
+        api::client::room::create_room::v3 as create_room,
+        events::{
+            room::{encryption::RoomEncryptionEventContent, message::RoomMessageEventContent},
+            InitialStateEvent,
+        },
     },
+    Client,
 };
 use mixgate_tests::{http::enc, within, TestGateway};
+use serde_json::json;
+
+/// Raw views of what the gateway holds for E2EE, printed when decryption fails.
+async fn diagnose(gw: &TestGateway, alice: &Client, bob: &Client, room: &str) -> String {
+    let a = gw.http().with_token(alice.access_token().unwrap());
+    let b = gw.http().with_token(bob.access_token().unwrap());
+    let bob_id = bob.user_id().unwrap().to_string();
+    let mut out = String::new();
+    let query = a
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &json!({ "device_keys": { &bob_id: [] } }),
+        )
+        .await
+        .map(|r| format!("{} {}", r.status, r.body));
+    out.push_str(&format!("alice POST /keys/query bob: {query:?}\n"));
+    let members = a
+        .get(&format!("/_matrix/client/v3/rooms/{}/members", enc(room)))
+        .await
+        .map(|r| format!("{} {}", r.status, r.body));
+    out.push_str(&format!("alice GET /members: {members:?}\n"));
+    let sync = b.sync(None, 0, None).await.map(|r| {
+        json!({
+            "status": r.status,
+            "to_device": r.body["to_device"],
+            "device_lists": r.body["device_lists"],
+            "device_one_time_keys_count": r.body["device_one_time_keys_count"],
+            "device_unused_fallback_key_types": r.body["device_unused_fallback_key_types"],
+            "timeline": r.body["rooms"]["join"][room]["timeline"]["events"],
+        })
+    });
+    out.push_str(&format!("bob GET /sync (initial): {sync:?}\n"));
+    out
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_room_both_ways() {
@@ -58,11 +95,13 @@ async fn encrypted_room_both_ways() {
     )
     .await
     .expect("send encrypted");
-    let seen = bob_inbox
-        .wait_for(30, "alice's decrypted message", |s| {
-            s.body == "secret from alice"
-        })
-        .await;
+    let Some(seen) = bob_inbox
+        .try_wait_for(30, |s| s.body == "secret from alice")
+        .await
+    else {
+        let report = diagnose(&gw, &alice, &bob, alice_room.room_id().as_str()).await;
+        panic!("Bob never decrypted Alice's message. What the gateway says:\n{report}");
+    };
     assert_eq!(seen.event_id, sent.response.event_id);
 
     within(

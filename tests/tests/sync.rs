@@ -247,6 +247,12 @@ async fn sync_shape_snapshot() {
             }
         }
     }
+    // The default push rules are long and not the subject here (push rules have their own tests).
+    if let Some(events) = body["account_data"]["events"].as_array_mut() {
+        for e in events.iter_mut().filter(|e| e["type"] == "m.push_rules") {
+            e["content"] = json!("[default push rules]");
+        }
+    }
     normalise(&mut body, &server, &room);
     insta::assert_json_snapshot!("initial_sync_shape", body);
 }

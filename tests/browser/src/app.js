@@ -21,6 +21,9 @@ async function main() {
             downloadSandbox: "download-sandbox.html",
             worker: "main.js",
             olm: { wasm: "olm.wasm", legacyBundle: "olm_legacy.js", wasmBundle: "olm.js" },
+            // Hydrogen 0.3 needs its service worker (it adds the access token to authenticated
+            // media requests; without it, session loading fails).
+            serviceWorker: "sw.js",
         },
         config,
         options: { development: true },

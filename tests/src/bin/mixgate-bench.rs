@@ -54,6 +54,19 @@ struct Args {
     history: usize,
 }
 
+/// A short table cell for a failed phase: the root cause (e.g. "operation timed out").
+fn failed(e: &anyhow::Error) -> String {
+    let cause = e.root_cause().to_string();
+    let first = e.to_string();
+    let mut s = if cause == first {
+        first
+    } else {
+        format!("{cause} ({first})")
+    };
+    s.truncate(120);
+    format!("FAILED: {s}")
+}
+
 /// Percentile (0..=100) of sorted durations, in milliseconds.
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -281,76 +294,79 @@ async fn main() -> anyhow::Result<()> {
         bail!("join: {} {}", r.status, r.body);
     }
 
+    // Each phase reports its own failure, so one broken endpoint does not hide the others.
+    let ms = |v: &[Duration]| format!("{:.1} / {:.1} ms", pct(v, 50.0), pct(v, 99.0));
+    let mut rows: Vec<(String, String)> = Vec::new();
+
     eprintln!(
         "throughput: {} messages from {} senders...",
         args.messages, args.senders
     );
-    let (send_lat, wall) = burst(&alice, &room, args.messages, args.senders, "tp").await?;
-    let throughput = args.messages as f64 / wall.as_secs_f64();
+    let label = format!(
+        "/send throughput ({} senders, {} msgs)",
+        args.senders, args.messages
+    );
+    let phase = tokio::time::timeout(
+        Duration::from_secs(300),
+        burst(&alice, &room, args.messages, args.senders, "tp"),
+    )
+    .await
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("did not finish in 300 s")));
+    match phase {
+        Ok((send_lat, wall)) => {
+            let throughput = args.messages as f64 / wall.as_secs_f64();
+            rows.push((
+                label,
+                format!("{throughput:.0} msg/s ({:.2} s)", wall.as_secs_f64()),
+            ));
+            rows.push(("/send latency under load p50 / p99".into(), ms(&send_lat)));
+        }
+        Err(e) => rows.push((label, failed(&e))),
+    }
 
     eprintln!("delivery latency: {} samples...", args.latency_samples);
-    let delivery = delivery_latency(&alice, &bob, &room, args.latency_samples).await?;
+    let label = format!("send→/sync delivery p50 / p99 (n={})", args.latency_samples);
+    match delivery_latency(&alice, &bob, &room, args.latency_samples).await {
+        Ok(d) => rows.push((label, ms(&d))),
+        Err(e) => rows.push((label, failed(&e))),
+    }
 
     eprintln!("history room: {} events...", args.history);
-    let history_room = alice
-        .create_room(&json!({ "name": "bench history" }))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    burst(&alice, &history_room, args.history, args.senders, "hist").await?;
-    let m10 = messages_latency(&alice, &history_room, 10, 200).await?;
-    let m100 = messages_latency(&alice, &history_room, 100, 50).await?;
+    let history = async {
+        let history_room = alice
+            .create_room(&json!({ "name": "bench history" }))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        // Filled by one sender: the throughput phase already covers concurrency.
+        burst(&alice, &history_room, args.history, 1, "hist").await?;
+        let m10 = messages_latency(&alice, &history_room, 10, 200).await?;
+        let m100 = messages_latency(&alice, &history_room, 100, 50).await?;
+        Ok::<_, anyhow::Error>((m10, m100))
+    };
+    let l10 = format!("/messages limit=10 p50 / p99 ({} events)", args.history);
+    let l100 = format!("/messages limit=100 p50 / p99 ({} events)", args.history);
+    match tokio::time::timeout(Duration::from_secs(300), history).await {
+        Ok(Ok((m10, m100))) => {
+            rows.push((l10, ms(&m10)));
+            rows.push((l100, ms(&m100)));
+        }
+        Ok(Err(e)) => rows.push((l10, failed(&e))),
+        Err(_) => rows.push((l10, "FAILED: did not finish in 300 s".into())),
+    }
 
-    let rss = pid.and_then(peak_rss_kib);
-    let row = |name: &str, value: String| println!("| {name:<44} | {value:>24} |");
-    println!("\nmixgate-bench against {url}\n");
-    println!("| {:<44} | {:>24} |", "measure", "value");
-    println!("|{}|{}|", "-".repeat(46), "-".repeat(26));
-    row(
-        &format!(
-            "/send throughput ({} senders, {} msgs)",
-            args.senders, args.messages
-        ),
-        format!("{throughput:.0} msg/s ({:.2} s)", wall.as_secs_f64()),
-    );
-    row(
-        "/send latency under load p50 / p99",
-        format!(
-            "{:.1} / {:.1} ms",
-            pct(&send_lat, 50.0),
-            pct(&send_lat, 99.0)
-        ),
-    );
-    row(
-        &format!("send→/sync delivery p50 / p99 (n={})", delivery.len()),
-        format!(
-            "{:.1} / {:.1} ms",
-            pct(&delivery, 50.0),
-            pct(&delivery, 99.0)
-        ),
-    );
-    row(
-        &format!(
-            "/messages limit=10 p50 / p99 (n={}, {} ev)",
-            m10.len(),
-            args.history
-        ),
-        format!("{:.1} / {:.1} ms", pct(&m10, 50.0), pct(&m10, 99.0)),
-    );
-    row(
-        &format!(
-            "/messages limit=100 p50 / p99 (n={}, {} ev)",
-            m100.len(),
-            args.history
-        ),
-        format!("{:.1} / {:.1} ms", pct(&m100, 50.0), pct(&m100, 99.0)),
-    );
-    row(
-        "gateway peak RSS (VmHWM)",
-        match rss {
+    rows.push((
+        "gateway peak RSS (VmHWM)".into(),
+        match pid.and_then(peak_rss_kib) {
             Some(kib) => format!("{:.1} MiB", kib as f64 / 1024.0),
             None => "n/a (give --pid)".into(),
         },
-    );
+    ));
+    println!("\nmixgate-bench against {url}\n");
+    println!("| {:<44} | {:>24} |", "measure", "value");
+    println!("|{}|{}|", "-".repeat(46), "-".repeat(26));
+    for (name, value) in &rows {
+        println!("| {name:<44} | {value:>24} |");
+    }
     drop(own);
     Ok(())
 }

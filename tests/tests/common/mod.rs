@@ -127,19 +127,28 @@ impl Inbox {
 
     /// Syncs (short long-polls) until a seen message matches `pred`, or `secs` pass.
     pub async fn wait_for(&mut self, secs: u64, what: &str, pred: impl Fn(&Seen) -> bool) -> Seen {
+        match self.try_wait_for(secs, pred).await {
+            Some(s) => s,
+            None => panic!(
+                "timed out after {secs}s waiting for {what}; seen: {:#?}",
+                self.seen
+            ),
+        }
+    }
+
+    /// Like [`wait_for`](Self::wait_for), but returns `None` on timeout.
+    pub async fn try_wait_for(&mut self, secs: u64, pred: impl Fn(&Seen) -> bool) -> Option<Seen> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             while let Ok(s) = self.rx.try_recv() {
                 self.seen.push(s);
             }
             if let Some(s) = self.seen.iter().find(|s| pred(s)) {
-                return s.clone();
+                return Some(s.clone());
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs}s waiting for {what}; seen: {:#?}",
-                self.seen
-            );
+            if Instant::now() >= deadline {
+                return None;
+            }
             sync_once(&self.client, 1000).await;
         }
     }
