@@ -510,3 +510,328 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     let r = add::<receipt::Request, _, _>(r, post_receipt);
     add::<read_marker::Request, _, _>(r, post_read_markers)
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{Method, StatusCode};
+    use serde_json::{json, Value};
+
+    use crate::api::testkit::{enc, kit};
+
+    /// The joined-room section of `body` for `room`.
+    fn room_of<'a>(body: &'a Value, room: &str) -> &'a Value {
+        &body["rooms"]["join"][room]
+    }
+
+    #[tokio::test]
+    async fn typing_and_receipts_reach_the_other_member() {
+        let k = kit();
+        let (alice, a) = k.user("alice").await;
+        let (bob, b) = k.user("bob").await;
+        let room = k.room(&alice).await;
+        k.join(&room, &bob).await;
+        let r = enc(room.as_str());
+        let (_, first) = k
+            .call(Method::GET, "/_matrix/client/v3/sync", Some(&b), None)
+            .await;
+        let since = first["next_batch"].as_str().expect("token").to_owned();
+
+        let (status, _) = k
+            .call(
+                Method::PUT,
+                &format!(
+                    "/_matrix/client/v3/rooms/{r}/typing/{}",
+                    enc(alice.as_str())
+                ),
+                Some(&a),
+                Some(json!({"typing": true, "timeout": 30000})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // Nobody may set another user's typing state.
+        let (status, body) = k
+            .call(
+                Method::PUT,
+                &format!(
+                    "/_matrix/client/v3/rooms/{r}/typing/{}",
+                    enc(alice.as_str())
+                ),
+                Some(&b),
+                Some(json!({"typing": true, "timeout": 30000})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::FORBIDDEN, Some("M_FORBIDDEN"))
+        );
+
+        let (_, sent) = k
+            .call(
+                Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{r}/send/m.room.message/t1"),
+                Some(&a),
+                Some(json!({"msgtype": "m.text", "body": "hi"})),
+            )
+            .await;
+        let event_id = sent["event_id"].as_str().expect("event id").to_owned();
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!(
+                    "/_matrix/client/v3/rooms/{r}/receipt/m.read/{}",
+                    enc(&event_id)
+                ),
+                Some(&a),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // A private receipt of alice must not reach bob.
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!(
+                    "/_matrix/client/v3/rooms/{r}/receipt/m.read.private/{}",
+                    enc(&event_id)
+                ),
+                Some(&a),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+
+        let (_, body) = k
+            .call(
+                Method::GET,
+                &format!("/_matrix/client/v3/sync?since={since}&timeout=0"),
+                Some(&b),
+                None,
+            )
+            .await;
+        let ephemeral = room_of(&body, room.as_str())["ephemeral"]["events"]
+            .as_array()
+            .expect("ephemeral")
+            .clone();
+        let typing = ephemeral
+            .iter()
+            .find(|e| e["type"] == "m.typing")
+            .expect("typing event");
+        assert_eq!(typing["content"]["user_ids"], json!([alice]));
+        let receipt = ephemeral
+            .iter()
+            .find(|e| e["type"] == "m.receipt")
+            .expect("receipt event");
+        assert!(receipt["content"][&event_id]["m.read"][alice.as_str()]["ts"].is_u64());
+        assert!(
+            receipt["content"][&event_id]
+                .get("m.read.private")
+                .is_none(),
+            "private receipt leaked: {receipt}"
+        );
+        // Bob has one unread message from alice.
+        assert_eq!(
+            room_of(&body, room.as_str())["unread_notifications"]["notification_count"],
+            json!(1)
+        );
+
+        // Alice stops typing: bob's next sync says nobody is.
+        let next = body["next_batch"].as_str().expect("token").to_owned();
+        k.call(
+            Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{r}/typing/{}",
+                enc(alice.as_str())
+            ),
+            Some(&a),
+            Some(json!({"typing": false})),
+        )
+        .await;
+        let (_, body) = k
+            .call(
+                Method::GET,
+                &format!("/_matrix/client/v3/sync?since={next}&timeout=0"),
+                Some(&b),
+                None,
+            )
+            .await;
+        let ephemeral = &room_of(&body, room.as_str())["ephemeral"]["events"];
+        let typing = ephemeral
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["type"] == "m.typing"))
+            .expect("typing");
+        assert_eq!(typing["content"]["user_ids"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn kick_ban_unban_follow_power_levels() {
+        let k = kit();
+        let (alice, a) = k.user("alice").await;
+        let (bob, b) = k.user("bob").await;
+        let (carol, c) = k.user("carol").await;
+        let (_, created) = k
+            .call(
+                Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&a),
+                Some(json!({"preset": "public_chat"})),
+            )
+            .await;
+        let room = created["room_id"].as_str().expect("room").to_owned();
+        let r = enc(&room);
+        for t in [&b, &c] {
+            let (status, _) = k
+                .call(
+                    Method::POST,
+                    &format!("/_matrix/client/v3/join/{r}"),
+                    Some(t),
+                    Some(json!({})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        // Bob (power 0) may not kick carol.
+        let (status, body) = k
+            .call(
+                Method::POST,
+                &format!("/_matrix/client/v3/rooms/{r}/kick"),
+                Some(&b),
+                Some(json!({"user_id": carol, "reason": "no"})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::FORBIDDEN, Some("M_FORBIDDEN"))
+        );
+        // Alice (creator, 100) kicks bob, then bans carol; carol cannot rejoin until unbanned.
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!("/_matrix/client/v3/rooms/{r}/kick"),
+                Some(&a),
+                Some(json!({"user_id": bob})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!("/_matrix/client/v3/rooms/{r}/ban"),
+                Some(&a),
+                Some(json!({"user_id": carol})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!("/_matrix/client/v3/join/{r}"),
+                Some(&c),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // A kicked user may rejoin a public room.
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!("/_matrix/client/v3/join/{r}"),
+                Some(&b),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!("/_matrix/client/v3/rooms/{r}/unban"),
+                Some(&a),
+                Some(json!({"user_id": carol})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!("/_matrix/client/v3/join/{r}"),
+                Some(&c),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // Bob may not change the power levels; alice raises bob and then he may kick.
+        let (_, pl) = k
+            .call(
+                Method::GET,
+                &format!("/_matrix/client/v3/rooms/{r}/state/m.room.power_levels/"),
+                Some(&a),
+                None,
+            )
+            .await;
+        let mut raised = pl.clone();
+        raised["users"][bob.as_str()] = json!(50);
+        let (status, _) = k
+            .call(
+                Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{r}/state/m.room.power_levels/"),
+                Some(&b),
+                Some(raised.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = k
+            .call(
+                Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{r}/state/m.room.power_levels/"),
+                Some(&a),
+                Some(raised),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = k
+            .call(
+                Method::POST,
+                &format!("/_matrix/client/v3/rooms/{r}/kick"),
+                Some(&b),
+                Some(json!({"user_id": carol})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, members) = k
+            .call(
+                Method::GET,
+                &format!("/_matrix/client/v3/rooms/{r}/joined_members"),
+                Some(&a),
+                None,
+            )
+            .await;
+        let joined: Vec<&String> = members["joined"]
+            .as_object()
+            .expect("joined")
+            .keys()
+            .collect();
+        assert_eq!(joined.len(), 2, "{members}");
+        assert!(!members["joined"]
+            .as_object()
+            .expect("joined")
+            .contains_key(carol.as_str()));
+        // Topic and name changes show up in the state.
+        let (status, _) = k
+            .call(
+                Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{r}/state/m.room.topic/"),
+                Some(&a),
+                Some(json!({"topic": "t"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, topic) = k
+            .call(
+                Method::GET,
+                &format!("/_matrix/client/v3/rooms/{r}/state/m.room.topic/"),
+                Some(&b),
+                None,
+            )
+            .await;
+        assert_eq!(topic, json!({"topic": "t"}));
+    }
+}
