@@ -665,7 +665,7 @@ mod tests {
     #[tokio::test]
     async fn kick_ban_unban_follow_power_levels() {
         let k = kit();
-        let (alice, a) = k.user("alice").await;
+        let (_alice, a) = k.user("alice").await;
         let (bob, b) = k.user("bob").await;
         let (carol, c) = k.user("carol").await;
         let (_, created) = k
