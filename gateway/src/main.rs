@@ -212,7 +212,19 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
+/// Caps glibc's malloc arenas. By default glibc creates up to 8 per core, one per thread that
+/// allocates (tokio workers, blocking threads, sled's I/O threads), and keeps their freed memory:
+/// on a 2-core machine that alone was ~8 MiB of a gateway's resident memory under load.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

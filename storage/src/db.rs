@@ -9,6 +9,10 @@ use std::{
 
 use crate::{batch::Op, flusher::Flusher, migrations, Batch, Result};
 
+/// sled's page cache budget. sled's default (1 GiB) lets a small gateway's resident memory grow
+/// with its database; the hot set of a gateway (current state, recent timeline, tokens) is small.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Where the data lives.
 #[derive(Clone)]
 enum Backend {
@@ -72,6 +76,7 @@ impl Db {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_BYTES)
             .open()?;
         let flusher = Arc::new(Flusher::start(db.clone())?);
         let db = Self {

@@ -242,7 +242,36 @@ mod tests {
             )
             .await;
         assert_eq!(status, StatusCode::OK);
-        insta::assert_json_snapshot!("default_push_rules", body);
+        // The snapshot holds the spec's rules (`.m.rule.*`). ruma adds rules of unstable MSCs
+        // when a crate in the same build (matrix-sdk, in the end-to-end tests) enables those
+        // ruma features, so they are left out here to keep the snapshot build-independent.
+        let mut spec_rules = body.clone();
+        for kind in [
+            "override",
+            "content",
+            "room",
+            "sender",
+            "underride",
+            "postcontent",
+        ] {
+            if let Some(rules) = spec_rules["global"][kind].as_array_mut() {
+                rules.retain(|r| {
+                    r["rule_id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(".m.rule."))
+                });
+            }
+        }
+        if let Some(global) = spec_rules["global"].as_object_mut() {
+            // `postcontent` exists only with the unstable rules.
+            if global
+                .get("postcontent")
+                .is_none_or(|v| v.as_array().is_none_or(Vec::is_empty))
+            {
+                global.remove("postcontent");
+            }
+        }
+        insta::assert_json_snapshot!("default_push_rules", spec_rules);
         let (status, global) = k
             .call(
                 Method::GET,

@@ -42,6 +42,8 @@ pub struct Gateway {
     pub rooms: rooms::Rooms,
     /// Typing notifications and receipts.
     pub ephemeral: Arc<ephemeral::Ephemeral>,
+    /// Unread counts already evaluated by `/sync`.
+    pub unread: sync::UnreadCache,
     /// Limits login and registration attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
     /// End-to-end encryption keys and device-list changes.
@@ -109,6 +111,7 @@ impl Gateway {
             account_data: account_data::AccountData::new(db.clone(), stream.clone()),
             media: media::Media::new(db.clone()),
             presence: presence::Presence::new(),
+            unread: sync::UnreadCache::default(),
             auth_limiter: ratelimit::RateLimiter::new(
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),

@@ -441,24 +441,94 @@ fn unread_counts(gw: &Gateway, room: &RoomId, user: &UserId, upto: u64) -> ApiRe
             .unwrap_or(0),
         None => 0,
     };
+    let key = (room.to_owned(), user.to_owned());
+    let cached = gw.unread.get(&key, read_pos, upto);
     // Counted by the user's push rules (reactions, edits, notices do not count; mentions
-    // highlight).
-    let eval = super::push_eval::PushEvaluator::for_room(gw, user, room)?;
+    // highlight). Only events after the cached position are evaluated.
+    let floor = cached.map_or(read_pos, |c| c.upto.max(read_pos));
+    let mut eval = None;
     let (mut count, mut highlights) = (0u64, 0u64);
-    for (pos, id) in gw.rooms.timeline(room, upto, true, 100)? {
-        if pos <= read_pos {
+    let mut own_event_seen = false;
+    for (pos, id) in gw.rooms.timeline(room, upto, true, UNREAD_SCAN)? {
+        if pos <= floor {
             break;
         }
         if let Some((pdu, stored)) = gw.rooms.get_pdu(&id)? {
             if pdu.sender == user {
+                own_event_seen = true;
                 break;
             }
-            let verdict = eval.evaluate(&stored.json);
-            count += u64::from(verdict.notify);
-            highlights += u64::from(verdict.highlight);
+            if eval.is_none() {
+                eval = Some(super::push_eval::PushEvaluator::for_room(gw, user, room)?);
+            }
+            if let Some(eval) = &eval {
+                let verdict = eval.evaluate(&stored.json);
+                count += u64::from(verdict.notify);
+                highlights += u64::from(verdict.highlight);
+            }
         }
     }
+    if let (Some(c), false) = (cached, own_event_seen) {
+        count += c.count;
+        highlights += c.highlights;
+    }
+    gw.unread.put(
+        key,
+        UnreadCount {
+            read_pos,
+            upto,
+            count,
+            highlights,
+        },
+    );
     Ok(json!({ "notification_count": count.min(99), "highlight_count": highlights.min(99) }))
+}
+
+/// Most events scanned back when counting unread messages from scratch.
+const UNREAD_SCAN: usize = 100;
+
+/// Unread counts of a user in a room as of a stream position.
+#[derive(Debug, Clone, Copy)]
+pub struct UnreadCount {
+    /// Position of the user's read receipt the counts start after.
+    pub read_pos: u64,
+    /// Position the counts run up to.
+    pub upto: u64,
+    /// Notifying events in `(read_pos, upto]`.
+    pub count: u64,
+    /// Highlighting events in `(read_pos, upto]`.
+    pub highlights: u64,
+}
+
+/// Memory-only cache of unread counts, so each sync evaluates push rules only on new events.
+#[derive(Default)]
+pub struct UnreadCache {
+    entries:
+        std::sync::Mutex<std::collections::HashMap<(ruma::OwnedRoomId, OwnedUserId), UnreadCount>>,
+}
+
+impl UnreadCache {
+    /// The cached counts, if they start at `read_pos` and do not run past `upto`.
+    fn get(
+        &self,
+        key: &(ruma::OwnedRoomId, OwnedUserId),
+        read_pos: u64,
+        upto: u64,
+    ) -> Option<UnreadCount> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .copied()
+            .filter(|c| c.read_pos == read_pos && c.upto <= upto)
+    }
+
+    fn put(&self, key: (ruma::OwnedRoomId, OwnedUserId), value: UnreadCount) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() > 100_000 {
+            entries.clear();
+        }
+        entries.insert(key, value);
+    }
 }
 
 /// Stripped state shown with an invite.

@@ -57,7 +57,14 @@ pub struct Rooms {
     identity: Arc<Identity>,
     stream: Arc<Stream>,
     t: Tables,
+    /// Parsed state events: every event is authorised against the same few (create, power
+    /// levels, members), so they are parsed once. Entries are immutable except by redaction,
+    /// which evicts them.
+    state_cache: std::sync::Mutex<std::collections::HashMap<OwnedEventId, (Pdu, StoredPdu)>>,
 }
+
+/// Most state events kept parsed.
+const STATE_CACHE_ENTRIES: usize = 20_000;
 
 impl Rooms {
     /// Opens the room tables.
@@ -67,6 +74,7 @@ impl Rooms {
             identity,
             stream,
             t: Tables::new(),
+            state_cache: Default::default(),
         }
     }
 
@@ -92,6 +100,12 @@ impl Rooms {
                 Ok((value, pdus))
             })
             .await?;
+        // A redaction rewrote its target: drop any parse cached before the rewrite landed.
+        for pdu in &pdus {
+            if let Some(target) = &pdu.redacts {
+                self.evict(target);
+            }
+        }
         Ok((value, pdus))
     }
 
@@ -113,11 +127,32 @@ impl Rooms {
 
     /// A stored PDU and its parsed view.
     pub fn get_pdu(&self, event_id: &ruma::EventId) -> ApiResult<Option<(Pdu, StoredPdu)>> {
+        if let Some(hit) = self.cache().get(event_id) {
+            return Ok(Some(hit.clone()));
+        }
         let Some(stored) = self.t.pdus.get(&self.db, event_id.as_bytes())? else {
             return Ok(None);
         };
         let pdu = Pdu::parse(event_id.to_owned(), &stored.json)?;
+        if pdu.is_state() {
+            let mut cache = self.cache();
+            if cache.len() >= STATE_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(event_id.to_owned(), (pdu.clone(), stored.clone()));
+        }
         Ok(Some((pdu, stored)))
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<OwnedEventId, (Pdu, StoredPdu)>> {
+        self.state_cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops a cached parse (the stored event changed).
+    pub(crate) fn evict(&self, event_id: &ruma::EventId) {
+        self.cache().remove(event_id);
     }
 
     /// The current state entry for `(event_type, state_key)`.
