@@ -128,13 +128,10 @@ async fn key_changes(
     let caller = req.caller()?;
     let from = position(&req.body.from)?;
     let to = position(&req.body.to)?;
-    let mut changed = Vec::new();
-    for user in gw.keys.changed_users(from, to)? {
-        if user == caller.user_id || gw.rooms.share_a_room(&caller.user_id, &user)? {
-            changed.push(user);
-        }
-    }
-    Ok(RumaResponse(changes::Response::new(changed, Vec::new())))
+    // The same lists as `device_lists` in /sync over the same positions.
+    let (changed, left) =
+        crate::service::sync::device_list_changes(&gw, &caller.user_id, from, to)?;
+    Ok(RumaResponse(changes::Response::new(changed, left)))
 }
 
 async fn upload_signatures(

@@ -173,7 +173,7 @@ fn build(
 
 /// `device_lists`: users sharing a room with `user` (or `user`) whose device lists changed in
 /// `(since, upto]` or who joined a shared room then; and users who stopped sharing any room.
-fn device_list_changes(
+pub fn device_list_changes(
     gw: &Gateway,
     user: &UserId,
     since: u64,
