@@ -66,6 +66,32 @@ impl SyncFilter {
     }
 }
 
+impl SyncFilter {
+    /// Timeline length asked for by the filter, within 1..=100.
+    fn timeline_limit(&self) -> usize {
+        self.timeline
+            .limit
+            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+            .clamp(1, 100)
+    }
+}
+
+/// The `timeline` object of a room: events, `limited`, and a `prev_batch` just before the first
+/// event (or `end` when there is none).
+fn timeline_json(
+    events: &[(u64, Pdu, super::rooms::StoredPdu)],
+    limited: bool,
+    end: u64,
+    viewer: Option<(&UserId, &str)>,
+) -> Value {
+    let prev_batch = events.first().map(|(pos, _, _)| pos - 1).unwrap_or(end);
+    let timeline: Vec<Value> = events
+        .iter()
+        .map(|(_, p, s)| p.to_sync_event(s, viewer))
+        .collect();
+    json!({ "events": timeline, "limited": limited, "prev_batch": prev_batch.to_string() })
+}
+
 /// Runs one `/sync` call, waiting up to `req.timeout` for something new.
 pub async fn sync(gw: &Gateway, caller: &Caller, req: SyncRequest) -> ApiResult<Value> {
     let filter = SyncFilter::new(req.filter.as_ref());
@@ -292,11 +318,7 @@ fn joined_room(
     let since = req.since.unwrap_or(0);
     let initial = req.since.is_none() || ur.pos > since;
     let viewer = Some((&**user, caller.device_id.as_str()));
-    let limit = filter
-        .timeline
-        .limit
-        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-        .clamp(1, 100);
+    let limit = filter.timeline_limit();
     let window = Window {
         joined_at: ur.pos,
         lower: if req.since.is_none() { 0 } else { since },
@@ -305,7 +327,6 @@ fn joined_room(
     };
     let (events, limited) = timeline_events(gw, room, user, window, &filter.timeline)?;
     let timeline_ids: BTreeSet<_> = events.iter().map(|(_, p, _)| p.event_id.clone()).collect();
-    let prev_batch = events.first().map(|(pos, _, _)| pos - 1).unwrap_or(upto);
 
     let lazy = filter.state.lazy_load_members || filter.timeline.lazy_load_members;
     let senders: BTreeSet<String> = events
@@ -395,12 +416,8 @@ fn joined_room(
     {
         return Ok(None);
     }
-    let timeline: Vec<Value> = events
-        .iter()
-        .map(|(_, p, s)| p.to_sync_event(s, viewer))
-        .collect();
     Ok(Some(json!({
-        "timeline": { "events": timeline, "limited": limited, "prev_batch": prev_batch.to_string() },
+        "timeline": timeline_json(&events, limited, upto, viewer),
         "state": { "events": state },
         "ephemeral": { "events": ephemeral },
         "account_data": { "events": account_data },
@@ -570,11 +587,7 @@ fn left_room(
     ur: &UserRoom,
     since: u64,
 ) -> ApiResult<Value> {
-    let limit = filter
-        .timeline
-        .limit
-        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-        .clamp(1, 100);
+    let limit = filter.timeline_limit();
     let window = Window {
         joined_at: ur.pos,
         lower: since,
@@ -583,13 +596,8 @@ fn left_room(
     };
     let (events, limited) = timeline_events(gw, room, &caller.user_id, window, &filter.timeline)?;
     let viewer = Some((&*caller.user_id, caller.device_id.as_str()));
-    let prev_batch = events.first().map(|(pos, _, _)| pos - 1).unwrap_or(ur.pos);
-    let timeline: Vec<Value> = events
-        .iter()
-        .map(|(_, p, s)| p.to_sync_event(s, viewer))
-        .collect();
     Ok(json!({
-        "timeline": { "events": timeline, "limited": limited, "prev_batch": prev_batch.to_string() },
+        "timeline": timeline_json(&events, limited, ur.pos, viewer),
         "state": { "events": [] },
         "account_data": { "events": [] },
     }))
