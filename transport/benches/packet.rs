@@ -111,58 +111,110 @@ fn hop(c: &mut Criterion) {
     g.finish();
 }
 
+/// Builds a Nym packet and, as Nym clients do for SURB-ACKs, a second whole packet for the
+/// acknowledgement.
+fn nym_packet_with_ack(
+    fwd: (&[Node], &Destination, &[delays::Delay]),
+    back: (&[Node], &Destination, &[delays::Delay]),
+) -> (SphinxPacket, SphinxPacket) {
+    let ack = SphinxPacketBuilder::new()
+        .with_payload_size(NYM_PAYLOAD)
+        .build_packet(vec![1u8; 64], back.0, back.1, back.2)
+        .unwrap();
+    (nym_packet(fwd.0, fwd.1, fwd.2), ack)
+}
+
 fn create(c: &mut Criterion) {
     let mut g = c.benchmark_group("create");
     let (_, route) = our_route(HOPS);
     let (_, route5) = our_route(5);
+    let (_, back4) = our_route(HOPS);
+    let (_, back5) = our_route(5);
     let recipient = SecretKey::random().public();
     let mut rng = rand::thread_rng();
+    let builder = PacketBuilder::default();
+    let body = [13u8; 1000];
+    // The goal's packet: 5 onion hops (plus the recipient's end-to-end layer) carrying a
+    // 5-hop SURB-ACK, built as the client builds every packet.
     g.bench_function("mixgate", |b| {
         b.iter(|| {
-            create_forward(
-                &mut rng,
-                &route,
-                &[9; 16],
-                &recipient,
-                None,
-                black_box(&[13u8; 1000]),
-            )
-            .unwrap()
+            let back = AckRoute {
+                route: &back5,
+                mailbox: &[8; 16],
+            };
+            builder
+                .forward_acked(
+                    &mut rng,
+                    &route5,
+                    &[9; 16],
+                    &recipient,
+                    back,
+                    black_box(&body),
+                )
+                .unwrap()
         })
     });
-    g.bench_function("mixgate_5hop", |b| {
+    // What the client sends on the default topology: 3 mixes + the recipient's provider (plus
+    // the end-to-end layer), with a SURB-ACK over 3 mixes + its own provider.
+    g.bench_function("mixgate_client_route", |b| {
         b.iter(|| {
+            let back = AckRoute {
+                route: &back4,
+                mailbox: &[8; 16],
+            };
+            builder
+                .forward_acked(
+                    &mut rng,
+                    &route,
+                    &[9; 16],
+                    &recipient,
+                    back,
+                    black_box(&body),
+                )
+                .unwrap()
+        })
+    });
+    // The same 5+5 packet with a Montgomery ladder per agreement (no tables): the baseline the
+    // tables are measured against.
+    g.bench_function("mixgate_ladder", |b| {
+        b.iter(|| {
+            let (ack, _s) = create_surb(&mut rng, &back5, &[8; 16]).unwrap();
             create_forward(
                 &mut rng,
                 &route5,
                 &[9; 16],
                 &recipient,
-                None,
-                black_box(&[13u8; 1000]),
-            )
-            .unwrap()
-        })
-    });
-    g.bench_function("mixgate_with_surb_ack", |b| {
-        b.iter(|| {
-            let (ack, _s) = create_surb(&mut rng, &route, &[8; 16]).unwrap();
-            create_forward(
-                &mut rng,
-                &route,
-                &[9; 16],
-                &recipient,
                 Some(&ack),
-                black_box(&[13u8; 1000]),
+                black_box(&body),
             )
             .unwrap()
         })
     });
-    let (_, nroute, ndest, nd) = nym_route(HOPS);
-    let (_, nroute5, ndest5, nd5) = nym_route(5);
-    g.bench_function("nym_sphinx_packet", |b| {
-        b.iter(|| nym_packet(black_box(&nroute), &ndest, &nd))
+    g.bench_function("mixgate_5hop_no_ack", |b| {
+        b.iter(|| {
+            builder
+                .forward(
+                    &mut rng,
+                    &route5,
+                    &[9; 16],
+                    &recipient,
+                    None,
+                    black_box(&body),
+                )
+                .unwrap()
+        })
     });
-    g.bench_function("nym_sphinx_packet_5hop", |b| {
+    let (_, nroute5, ndest5, nd5) = nym_route(5);
+    let (_, nback5, nbdest5, nbd5) = nym_route(5);
+    g.bench_function("nym_sphinx_packet", |b| {
+        b.iter(|| {
+            nym_packet_with_ack(
+                (black_box(&nroute5), &ndest5, &nd5),
+                (&nback5, &nbdest5, &nbd5),
+            )
+        })
+    });
+    g.bench_function("nym_sphinx_packet_5hop_no_ack", |b| {
         b.iter(|| nym_packet(black_box(&nroute5), &ndest5, &nd5))
     });
     g.finish();

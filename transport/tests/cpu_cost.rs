@@ -87,8 +87,26 @@ fn cpu_cost() {
     let surb = per_op_us(500, || {
         create_surb(&mut rng, &route[..4], &[8; 16]).unwrap();
     });
+    // What a client builds for every packet: the forward packet with its SURB-ACK, through
+    // the builder's key tables.
+    let builder = PacketBuilder::default();
+    let back = AckRoute {
+        route: &route[..4],
+        mailbox: &[8; 16],
+    };
+    let acked = |fwd: &[RouteHop], back: AckRoute<'_>, rng: &mut rand::rngs::ThreadRng| {
+        builder
+            .forward_acked(rng, fwd, &[9; 16], &recipient, back, &[1; 1000])
+            .unwrap();
+    };
+    let client = per_op_us(500, || acked(&route[..4], back, &mut rng));
+    let back5 = AckRoute {
+        route: &route,
+        mailbox: &[8; 16],
+    };
+    let max = per_op_us(500, || acked(&route, back5, &mut rng));
     eprintln!(
-        "thread CPU µs/op (best of 5): x25519 {x:.1}, keygen {kg:.1}, hop {hop:.1} ({:.2}× x25519), create 4-hop {c4:.1}, create 5-hop {c5:.1}, surb 4-hop {surb:.1}",
+        "thread CPU µs/op (best of 5): x25519 {x:.1}, keygen {kg:.1}, hop {hop:.1} ({:.2}× x25519), create 4-hop {c4:.1}, create 5-hop {c5:.1}, surb 4-hop {surb:.1}; with tables: client packet + SURB-ACK {client:.1}, 5-hop packet + 5-hop SURB-ACK {max:.1}",
         hop / x
     );
 }

@@ -3,6 +3,7 @@
 use rand::{CryptoRng, RngCore};
 
 use super::crypto::{ct_eq, header_mac, xor_stream, HopKeys, SecretKey, KEY_LEN, MAC_LEN, TAG_LEN};
+use super::kem::agree_each;
 use super::lioness;
 use super::routing::{MailboxId, NodeId, RoutingCommand, FLAG_ACK, HOP_LEN, ID_LEN};
 use super::surb::{Surb, SURB_SIZE};
@@ -167,30 +168,44 @@ pub enum Processed {
     },
 }
 
-/// Builds a header for `route` ending in `last` (a deliver command), with explicit ephemeral
-/// keys (one per hop). Returns the header and every hop's keys.
+/// One hop's half of the key agreement, computed before the header is built.
+pub(crate) struct HopSecret {
+    /// The ephemeral public key the hop sees (α).
+    pub alpha: [u8; KEY_LEN],
+    /// X25519 of the ephemeral secret and the hop's public key.
+    pub shared: [u8; KEY_LEN],
+}
+
+/// Builds a header for `route` ending in `last` (a deliver command), from each hop's agreed
+/// secret. Returns the header and every hop's keys.
 pub(crate) fn build_header(
     route: &[RouteHop],
     last: &RoutingCommand,
-    eph: &[SecretKey],
+    hops: &[HopSecret],
 ) -> Result<([u8; HEADER_SIZE], Vec<HopKeys>), PacketError> {
     let n = route.len();
-    if n == 0 || n > MAX_HOPS || eph.len() != n {
+    if n == 0 || n > MAX_HOPS || hops.len() != n {
         return Err(PacketError::BadRoute(n));
     }
-    let mut alphas = Vec::with_capacity(n);
-    let mut keys = Vec::with_capacity(n);
-    for (hop, e) in route.iter().zip(eph) {
-        let a = e.public();
-        let s = e.dh(&hop.public)?;
-        keys.push(HopKeys::derive(&s, &a, &hop.public));
-        alphas.push(a);
-    }
+    let alphas: Vec<[u8; KEY_LEN]> = hops.iter().map(|h| h.alpha).collect();
+    let keys: Vec<HopKeys> = route
+        .iter()
+        .zip(hops)
+        .map(|(r, h)| HopKeys::derive(&h.shared, &h.alpha, &r.public))
+        .collect();
+    // Each hop's header keystream, computed once: it encrypts that hop's β and, past β's end,
+    // is what the hop appends when it shifts β (the filler).
+    let streams: Vec<[u8; BETA_LEN + HOP_LEN]> = keys
+        .iter()
+        .map(|k| {
+            let mut stream = [0u8; BETA_LEN + HOP_LEN];
+            xor_stream(&k.header, &mut stream);
+            stream
+        })
+        .collect();
     // Filler: the bytes that hops 0..n-2 append to β as they shift it.
     let mut filler: Vec<u8> = Vec::with_capacity(n * HOP_LEN);
-    for (j, k) in keys.iter().enumerate().take(n - 1) {
-        let mut stream = [0u8; BETA_LEN + HOP_LEN];
-        xor_stream(&k.header, &mut stream);
+    for (j, stream) in streams.iter().enumerate().take(n - 1) {
         filler.extend_from_slice(&[0u8; HOP_LEN]);
         let start = BETA_LEN - j * HOP_LEN;
         for (f, s) in filler.iter_mut().zip(&stream[start..]) {
@@ -200,7 +215,7 @@ pub(crate) fn build_header(
     let mut beta = [0u8; BETA_LEN];
     beta[..HOP_LEN].copy_from_slice(&last.encode());
     let plen = BETA_LEN - (n - 1) * HOP_LEN;
-    xor_stream(&keys[n - 1].header, &mut beta[..plen]);
+    xor_in(&mut beta[..plen], &streams[n - 1]);
     beta[plen..].copy_from_slice(&filler);
     let mut mac = header_mac(&keys[n - 1].mac, VERSION, &alphas[n - 1], &beta);
     for i in (0..n - 1).rev() {
@@ -211,11 +226,9 @@ pub(crate) fn build_header(
             mac,
         }
         .encode();
-        let mut nb = [0u8; BETA_LEN];
-        nb[..HOP_LEN].copy_from_slice(&block);
-        nb[HOP_LEN..].copy_from_slice(&beta[..BETA_LEN - HOP_LEN]);
-        xor_stream(&keys[i].header, &mut nb);
-        beta = nb;
+        beta.copy_within(..BETA_LEN - HOP_LEN, HOP_LEN);
+        beta[..HOP_LEN].copy_from_slice(&block);
+        xor_in(&mut beta, &streams[i]);
         mac = header_mac(&keys[i].mac, VERSION, &alphas[i], &beta);
     }
     let mut h = [0u8; HEADER_SIZE];
@@ -224,6 +237,13 @@ pub(crate) fn build_header(
     h[33..49].copy_from_slice(&mac);
     h[49..].copy_from_slice(&beta);
     Ok((h, keys))
+}
+
+/// XORs the start of `stream` into `buf`.
+fn xor_in(buf: &mut [u8], stream: &[u8]) {
+    for (b, s) in buf.iter_mut().zip(stream) {
+        *b ^= s;
+    }
 }
 
 /// Explicit randomness for building a forward packet (used by test vectors).
@@ -259,32 +279,75 @@ pub fn create_forward_with(
     body: &[u8],
     secrets: &ForwardSecrets,
 ) -> Result<Packet, PacketError> {
+    let shared = agree_each(&forward_pairs(route, recipient, secrets)?)?;
+    assemble_forward(route, mailbox, recipient, ack, body, secrets, &shared)
+}
+
+/// The agreements a forward packet needs: one per hop, then the recipient's (which reuses the
+/// last hop's ephemeral: one key, two recipients).
+pub(crate) fn forward_pairs<'a>(
+    route: &'a [RouteHop],
+    recipient: &'a [u8; KEY_LEN],
+    secrets: &'a ForwardSecrets,
+) -> Result<Vec<(&'a SecretKey, &'a [u8; KEY_LEN])>, PacketError> {
+    let n = route.len();
+    if n == 0 || n > MAX_HOPS || secrets.hops.len() != n {
+        return Err(PacketError::BadRoute(n));
+    }
+    let mut pairs: Vec<_> = secrets
+        .hops
+        .iter()
+        .zip(route.iter().map(|r| &r.public))
+        .collect();
+    pairs.push((&secrets.hops[n - 1], recipient));
+    Ok(pairs)
+}
+
+/// Builds a forward packet from the agreed secrets of [`forward_pairs`] (same order).
+pub(crate) fn assemble_forward(
+    route: &[RouteHop],
+    mailbox: &MailboxId,
+    recipient: &[u8; KEY_LEN],
+    ack: Option<&Surb>,
+    body: &[u8],
+    secrets: &ForwardSecrets,
+    shared: &[[u8; KEY_LEN]],
+) -> Result<Packet, PacketError> {
     if body.len() > BODY_SIZE {
         return Err(PacketError::BodyTooLong(body.len()));
+    }
+    let n = route.len();
+    if shared.len() != n + 1 || secrets.hops.len() != n {
+        return Err(PacketError::BadRoute(n));
     }
     let last = RoutingCommand::Deliver {
         mailbox: *mailbox,
         flags: if ack.is_some() { FLAG_ACK } else { 0 },
         surb_id: secrets.surb_id,
     };
-    let (header, keys) = build_header(route, &last, &secrets.hops)?;
-    let mut payload = [0u8; PAYLOAD_SIZE];
+    let hops: Vec<HopSecret> = secrets
+        .hops
+        .iter()
+        .zip(shared)
+        .map(|(e, s)| HopSecret {
+            alpha: e.public(),
+            shared: *s,
+        })
+        .collect();
+    let (header, keys) = build_header(route, &last, &hops)?;
+    let mut p = Box::new([0u8; PACKET_SIZE]);
+    p[..HEADER_SIZE].copy_from_slice(&header);
+    let payload = &mut p[HEADER_SIZE..];
     if let Some(a) = ack {
         payload[ZERO_LEN..ZERO_LEN + SURB_SIZE].copy_from_slice(&a.to_bytes());
     }
     let e2e = &mut payload[ZERO_LEN + SURB_SIZE..];
     e2e[ZERO_LEN..ZERO_LEN + body.len()].copy_from_slice(body);
-    // The recipient's layer reuses the last hop's ephemeral (one key, two recipients).
-    let last_eph = &secrets.hops[route.len() - 1];
-    let s = last_eph.dh(recipient)?;
-    let rk = HopKeys::derive(&s, &last_eph.public(), recipient);
+    let rk = HopKeys::derive(&shared[n], &hops[n - 1].alpha, recipient);
     lioness::encrypt(&rk.payload, e2e);
     for k in keys.iter().rev() {
-        lioness::encrypt(&k.payload, &mut payload);
+        lioness::encrypt(&k.payload, payload);
     }
-    let mut p = Box::new([0u8; PACKET_SIZE]);
-    p[..HEADER_SIZE].copy_from_slice(&header);
-    p[HEADER_SIZE..].copy_from_slice(&payload);
     Ok(Packet(p))
 }
 

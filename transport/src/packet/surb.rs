@@ -2,12 +2,13 @@
 
 use rand::{CryptoRng, RngCore};
 
-use super::crypto::{ct_eq, HopKeys, SecretKey};
+use super::crypto::{ct_eq, HopKeys, SecretKey, KEY_LEN};
+use super::kem::agree_each;
 use super::lioness;
 use super::routing::{MailboxId, NodeId, RoutingCommand, ID_LEN};
 use super::sphinx::{
-    build_header, Packet, RouteHop, HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, REPLY_BODY_SIZE,
-    ZERO_LEN,
+    build_header, HopSecret, Packet, RouteHop, HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE,
+    REPLY_BODY_SIZE, ZERO_LEN,
 };
 use super::PacketError;
 
@@ -121,12 +122,37 @@ pub fn create_surb_with(
     id: [u8; ID_LEN],
     seed: [u8; 32],
 ) -> Result<(Surb, SurbSecret), PacketError> {
+    let pairs: Vec<_> = eph.iter().zip(route.iter().map(|r| &r.public)).collect();
+    let shared = agree_each(&pairs)?;
+    assemble_surb(route, mailbox, eph, id, seed, &shared)
+}
+
+/// Builds a reply block from each hop's agreed secret (`shared[i]` for `eph[i]` and hop `i`).
+pub(crate) fn assemble_surb(
+    route: &[RouteHop],
+    mailbox: &MailboxId,
+    eph: &[SecretKey],
+    id: [u8; ID_LEN],
+    seed: [u8; 32],
+    shared: &[[u8; KEY_LEN]],
+) -> Result<(Surb, SurbSecret), PacketError> {
+    if eph.len() != route.len() || shared.len() != route.len() {
+        return Err(PacketError::BadRoute(route.len()));
+    }
     let last = RoutingCommand::Deliver {
         mailbox: *mailbox,
         flags: 0,
         surb_id: id,
     };
-    let (header, keys) = build_header(route, &last, eph)?;
+    let hops: Vec<HopSecret> = eph
+        .iter()
+        .zip(shared)
+        .map(|(e, s)| HopSecret {
+            alpha: e.public(),
+            shared: *s,
+        })
+        .collect();
+    let (header, keys) = build_header(route, &last, &hops)?;
     let surb = Surb {
         first_hop: route[0].id,
         header,
@@ -140,22 +166,40 @@ pub fn create_surb_with(
     Ok((surb, secret))
 }
 
+/// Explicit randomness for building a reply block.
+pub struct SurbRandomness {
+    /// One ephemeral key per hop.
+    pub eph: Vec<SecretKey>,
+    /// The id that comes back in the deliver command.
+    pub id: [u8; ID_LEN],
+    /// The seed of the replier's payload layer.
+    pub seed: [u8; 32],
+}
+
+impl SurbRandomness {
+    /// Fresh randomness for a route of `n` hops.
+    pub fn random<R: RngCore + CryptoRng>(rng: &mut R, n: usize) -> Self {
+        let eph: Vec<SecretKey> = (0..n)
+            .map(|_| {
+                let mut b = [0u8; 32];
+                rng.fill_bytes(&mut b);
+                SecretKey::from_bytes(b)
+            })
+            .collect();
+        let mut id = [0u8; ID_LEN];
+        rng.fill_bytes(&mut id);
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        SurbRandomness { eph, id, seed }
+    }
+}
+
 /// Builds a reply block with fresh randomness; see [`create_surb_with`].
 pub fn create_surb<R: RngCore + CryptoRng>(
     rng: &mut R,
     route: &[RouteHop],
     mailbox: &MailboxId,
 ) -> Result<(Surb, SurbSecret), PacketError> {
-    let eph: Vec<SecretKey> = (0..route.len())
-        .map(|_| {
-            let mut b = [0u8; 32];
-            rng.fill_bytes(&mut b);
-            SecretKey::from_bytes(b)
-        })
-        .collect();
-    let mut id = [0u8; ID_LEN];
-    rng.fill_bytes(&mut id);
-    let mut seed = [0u8; 32];
-    rng.fill_bytes(&mut seed);
-    create_surb_with(route, mailbox, &eph, id, seed)
+    let r = SurbRandomness::random(rng, route.len());
+    create_surb_with(route, mailbox, &r.eph, r.id, r.seed)
 }

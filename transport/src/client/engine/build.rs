@@ -80,8 +80,13 @@ impl Engine {
                         let fwd = self.route(&mut st, &doc, to.provider)?;
                         let back = self.route(&mut st, &doc, self.address.provider)?;
                         let State { rng, .. } = &mut *st;
-                        let (ack, secret) = create_surb(rng, &back, &self.mailbox).ok()?;
-                        let p = create_forward(rng, &fwd, &to.mailbox, &to.key, Some(&ack), &body)
+                        let ack = AckRoute {
+                            route: &back,
+                            mailbox: &self.mailbox,
+                        };
+                        let (p, secret) = self
+                            .packets
+                            .forward_acked(rng, &fwd, &to.mailbox, &to.key, ack, &body)
                             .ok()?;
                         Some((fwd, back, secret, p))
                     })();
@@ -138,16 +143,14 @@ impl Engine {
         st.rng.fill_bytes(&mut id);
         let body = fragment(&id, Kind::Loop, &[]).ok()?.swap_remove(0);
         let State { rng, .. } = &mut *st;
-        let (ack, secret) = create_surb(rng, &back, &self.mailbox).ok()?;
-        let p = create_forward(
-            rng,
-            &fwd,
-            &self.mailbox,
-            &self.address.key,
-            Some(&ack),
-            &body,
-        )
-        .ok()?;
+        let ack = AckRoute {
+            route: &back,
+            mailbox: &self.mailbox,
+        };
+        let (p, secret) = self
+            .packets
+            .forward_acked(rng, &fwd, &self.mailbox, &self.address.key, ack, &body)
+            .ok()?;
         st.cover.insert(secret.id, Instant::now());
         Some((fwd[0].id, p))
     }

@@ -31,7 +31,7 @@ use crate::directory::{fetch_document, mailbox_id, DirectoryError, Document, Rol
 use crate::link::{connect, Frame, FrameKind, LinkKeypair, LinkReceiver};
 use crate::node::poll;
 use crate::packet::{
-    create_forward, create_surb, Delivered, MailboxId, NodeId, Packet, RouteHop, SecretKey, Surb,
+    AckRoute, Delivered, MailboxId, NodeId, Packet, PacketBuilder, RouteHop, SecretKey, Surb,
     SurbSecret, SURB_SIZE,
 };
 use crate::util::{exp_sample, now_ms};
@@ -165,6 +165,8 @@ pub(crate) struct Engine {
     link: LinkKeypair,
     mailbox: MailboxId,
     doc: RwLock<Arc<Document>>,
+    /// Builds every packet, with a precomputed table per node and recipient key.
+    packets: PacketBuilder,
     state: Mutex<State>,
     incoming: mpsc::Sender<Received>,
     out: mpsc::Sender<Frame>,
@@ -244,6 +246,7 @@ impl Engine {
             link,
             mailbox,
             doc: RwLock::new(Arc::new(doc)),
+            packets: PacketBuilder::default(),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 pending: HashMap::new(),

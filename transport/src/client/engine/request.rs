@@ -86,7 +86,9 @@ impl Engine {
                     .route(&mut st, &doc, self.address.provider)
                     .ok_or(ClientError::Topology("no route"))?;
                 let State { rng, .. } = &mut *st;
-                let (surb, secret) = create_surb(rng, &route, &self.mailbox)
+                let (surb, secret) = self
+                    .packets
+                    .surb(rng, &route, &self.mailbox)
                     .map_err(|_| ClientError::Topology("bad route"))?;
                 content.extend_from_slice(&surb.to_bytes());
                 ids.push(secret.id);

@@ -88,7 +88,9 @@ impl Engine {
             .route(st, &doc, self.address.provider)
             .ok_or(ClientError::Topology("no route"))?;
         let State { rng, .. } = &mut *st;
-        let (surb, secret) = create_surb(rng, &route, &self.mailbox)
+        let (surb, secret) = self
+            .packets
+            .surb(rng, &route, &self.mailbox)
             .map_err(|_| ClientError::Topology("bad route"))?;
         let mut tx = [0u8; 16];
         st.rng.fill_bytes(&mut tx);

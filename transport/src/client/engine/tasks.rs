@@ -120,6 +120,21 @@ pub(super) async fn refresh(e: Arc<Engine>) {
         tokio::time::sleep(e.cfg.refresh).await;
         match fetch(&e.cfg).await {
             Ok(d) if complete_topology(&d, Some(e.address.provider)) => {
+                // Tabulate the new epoch's node keys off the async threads (about 1 ms each),
+                // so the Poisson stream does not pause on the first packets of the epoch.
+                let prep = Arc::clone(&e);
+                let keys: Vec<[u8; 32]> = d.nodes.iter().map(|n| n.mix_key).collect();
+                let prepared = tokio::task::spawn_blocking(move || {
+                    for k in &keys {
+                        if prep.packets.tables().prepare(k).is_err() {
+                            debug!("directory lists a node key that cannot be a mix key");
+                        }
+                    }
+                })
+                .await;
+                if prepared.is_err() {
+                    debug!("key table preparation did not finish");
+                }
                 *e.doc.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d);
             }
             Ok(_) => {
