@@ -411,6 +411,13 @@ impl SignedRegistration {
                 return Err(DirectoryError::BadRegistration("layer"));
             }
         }
+        if reg
+            .mix_keys
+            .iter()
+            .any(|k| !crate::packet::is_valid_public_key(&k.key))
+        {
+            return Err(DirectoryError::BadRegistration("mix key"));
+        }
         Ok(reg)
     }
 }

@@ -77,9 +77,18 @@ async fn serve_register_fetch() {
         link_key: [1; 32],
         mix_keys: vec![EpochKey {
             epoch,
-            key: [2; 32],
+            key: crate::packet::SecretKey::from_bytes([2; 32]).public(),
         }],
     };
+    // A mix key no sender can encrypt to (u = 2 lies on the twist) is refused.
+    let mut twisted = reg.clone();
+    twisted.mix_keys[0].key = [0; 32];
+    twisted.mix_keys[0].key[0] = 2;
+    assert!(
+        register(addr, &SignedRegistration::sign(&twisted, &id).unwrap())
+            .await
+            .is_err()
+    );
     register(addr, &SignedRegistration::sign(&reg, &id).unwrap())
         .await
         .unwrap();
@@ -96,7 +105,7 @@ async fn serve_register_fetch() {
     assert_eq!(d.nodes.len(), 1);
     assert_eq!(d.layer(2).count(), 1);
     assert_eq!(d.nodes[0].id, node_id(&reg.identity));
-    assert!(stats.refused.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(stats.refused.load(std::sync::atomic::Ordering::Relaxed) >= 3);
     h.abort();
 }
 

@@ -36,14 +36,26 @@ struct KeyTable(EdwardsBasepointTable);
 
 impl KeyTable {
     fn new(public: &[u8; KEY_LEN]) -> Result<Self, PacketError> {
-        let point = MontgomeryPoint(*public)
-            .to_edwards(0)
-            .ok_or(PacketError::BadKey)?;
-        if point.is_small_order() {
-            return Err(PacketError::BadKey);
-        }
-        Ok(KeyTable(EdwardsBasepointTable::create(&point)))
+        Ok(KeyTable(EdwardsBasepointTable::create(&lift(public)?)))
     }
+}
+
+/// The Edwards point of an X25519 public key, if it is one a sender will encrypt to: on the
+/// curve (not the twist) and not of small order.
+fn lift(public: &[u8; KEY_LEN]) -> Result<EdwardsPoint, PacketError> {
+    let point = MontgomeryPoint(*public)
+        .to_edwards(0)
+        .ok_or(PacketError::BadKey)?;
+    if point.is_small_order() {
+        return Err(PacketError::BadKey);
+    }
+    Ok(point)
+}
+
+/// Whether senders accept `public` as a hop or recipient key (see [`KeyTables`]); the
+/// directory refuses mix keys that fail this, since no client could route through them.
+pub fn is_valid_public_key(public: &[u8; KEY_LEN]) -> bool {
+    lift(public).is_ok()
 }
 
 /// A bounded cache of fixed-base tables for the public keys a sender encrypts to.
@@ -205,6 +217,8 @@ mod tests {
         two[0] = 2;
         assert_eq!(tables.agree_all(&[(&e, &two)]), Err(PacketError::BadKey));
         assert!(tables.is_empty());
+        assert!(!is_valid_public_key(&two));
+        assert!(is_valid_public_key(&e.public()));
     }
 
     proptest! {

@@ -14,7 +14,7 @@ mod surb;
 pub use builder::{AckRoute, PacketBuilder};
 pub use crypto::{SecretKey, KEY_LEN, MAC_LEN, TAG_LEN};
 pub use error::PacketError;
-pub use kem::{agree_each, KeyTables, DEFAULT_TABLE_CAPACITY};
+pub use kem::{agree_each, is_valid_public_key, KeyTables, DEFAULT_TABLE_CAPACITY};
 pub use replay::ReplayFilter;
 pub use routing::{MailboxId, NodeId, RoutingCommand, FLAG_ACK, HOP_LEN, ID_LEN};
 pub use sphinx::{
