@@ -185,7 +185,13 @@ where
                 (bytes, Some(json))
             };
         let http_req = http::Request::from_parts(parts, bytes);
-        let body = T::try_from_http_request(http_req, &path_args).map_err(parse_error)?;
+        // ruma's request parsers index into bodies in places (e.g. a login body without
+        // `type` panics in ruma-client-api 0.24); a parser panic is bad input, not a crash.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            T::try_from_http_request(http_req, &path_args)
+        }))
+        .map_err(|_| ApiError::bad_json("Request body does not match this endpoint"))?;
+        let body = parsed.map_err(parse_error)?;
         Ok(Self {
             body,
             caller,

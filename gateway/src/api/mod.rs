@@ -8,6 +8,8 @@ mod devices;
 pub(crate) mod e2ee_testing;
 mod extract;
 mod filter;
+#[cfg(test)]
+mod fuzz_tests;
 mod keys;
 mod media;
 mod message;
@@ -32,6 +34,7 @@ use axum::{
     Router,
 };
 use ruma::api::{path_builder::PathBuilder, IncomingRequest};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 
 pub use extract::{access_token, authenticate, Caller, Ruma, RumaResponse, RumaResult};
@@ -48,6 +51,8 @@ where
     let filter = MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
     let mut router = router;
     for path in Req::PATH_BUILDER.all_paths() {
+        #[cfg(test)]
+        fuzz_tests::record_route(Req::METHOD, path);
         router = router.route(path, on(filter, handler.clone()));
     }
     router
@@ -55,6 +60,18 @@ where
 
 async fn unrecognized() -> ApiError {
     ApiError::unrecognized("Unrecognized request")
+}
+
+/// A handler that panicked (a bug, never input's fault by design) still gets a Matrix error
+/// body instead of a dropped connection; the panic itself is logged by the panic hook.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    crate::error::ApiError::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "M_UNKNOWN",
+        "Internal error",
+    )
+    .into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -85,6 +102,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
