@@ -2,14 +2,18 @@
 //!
 //! `/sync` uses it for `unread_notifications` (`notification_count`, `highlight_count`), so the
 //! badges follow the user's push rules: reactions, edits, notices and membership changes do not
-//! count with the default rules, and mentions highlight. Power levels are not given to the
-//! evaluator, so `@room` mentions (which depend on the sender's notification power level)
-//! notify but never highlight.
+//! count with the default rules, and mentions highlight. The room's power levels are given to
+//! the evaluator, so an `@room` mention highlights when its sender may notify the room
+//! (`notifications.room`, 50 by default).
+
+use std::collections::BTreeMap;
 
 use ruma::{
-    push::{PushConditionRoomCtx, Ruleset},
+    power_levels::NotificationPowerLevels,
+    push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    room_version_rules::{AuthorizationRules, RoomPowerLevelsRules},
     serde::Raw,
-    OwnedUserId, RoomId, UInt, UserId,
+    Int, OwnedUserId, RoomId, UInt, UserId,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -23,6 +27,26 @@ pub struct Verdict {
     pub notify: bool,
     /// The event is highlighted (a mention).
     pub highlight: bool,
+}
+
+/// The parts of `m.room.power_levels` content that push conditions read. Fields that do not
+/// parse take their spec defaults (the event passed the auth rules, so they rarely will not).
+fn power_levels_ctx(content: &serde_json::Value) -> PushConditionPowerLevelsCtx {
+    let users: BTreeMap<OwnedUserId, Int> = content
+        .get("users")
+        .and_then(|u| serde_json::from_value(u.clone()).ok())
+        .unwrap_or_default();
+    let users_default = content
+        .get("users_default")
+        .and_then(|d| serde_json::from_value(d.clone()).ok())
+        .unwrap_or_default();
+    let notifications: NotificationPowerLevels = content
+        .get("notifications")
+        .and_then(|n| serde_json::from_value(n.clone()).ok())
+        .unwrap_or_default();
+    // Room versions 10 and 11 give creators no special power (version 12 would).
+    let rules = RoomPowerLevelsRules::new(&AuthorizationRules::V11, []);
+    PushConditionPowerLevelsCtx::new(users, users_default, notifications, rules)
 }
 
 /// One user's push rules in the context of one room.
@@ -57,6 +81,14 @@ impl PushEvaluator {
             OwnedUserId::from(user),
             display_name,
         );
+        let ctx = match gw
+            .rooms
+            .state_content(room, "m.room.power_levels", "")?
+            .map(|c| power_levels_ctx(&c))
+        {
+            Some(levels) => ctx.with_power_levels(levels),
+            None => ctx,
+        };
         Ok(Self { rules, ctx })
     }
 
@@ -130,6 +162,48 @@ mod tests {
             "content": {"msgtype": "m.text", "body": "me"},
         }));
         assert_eq!(own, Verdict::default());
+    }
+
+    #[tokio::test]
+    async fn room_mentions_highlight_only_from_senders_allowed_to_notify() {
+        let k = kit();
+        let (alice, _) = k.user("alice").await;
+        let (bob, _) = k.user("bob").await;
+        let (carol, _) = k.user("carol").await;
+        let room = k.room(&alice).await;
+        k.join(&room, &bob).await;
+        k.join(&room, &carol).await;
+        let at_room = |sender: &UserId| {
+            json!({
+                "type": "m.room.message", "sender": sender, "room_id": room,
+                "content": {"msgtype": "m.text", "body": "@room hello",
+                            "m.mentions": {"room": true}},
+            })
+        };
+        // No power levels in the room: nobody may notify it.
+        let eval = PushEvaluator::for_room(&k.gw, &alice, &room).expect("evaluator");
+        let v = eval.evaluate(&to_raw_value(&at_room(&carol)).expect("raw"));
+        assert!(v.notify && !v.highlight, "{v:?}");
+        let levels =
+            json!({"users": {alice.as_str(): 100, carol.as_str(): 50}, "users_default": 0});
+        let a = alice.clone();
+        k.gw.rooms
+            .write(&room, None, move |txn| {
+                txn.append(&a, "m.room.power_levels", Some(""), levels, None)
+            })
+            .await
+            .expect("power levels");
+        let eval = PushEvaluator::for_room(&k.gw, &alice, &room).expect("evaluator");
+        let carol_v = eval.evaluate(&to_raw_value(&at_room(&carol)).expect("raw"));
+        assert_eq!(
+            carol_v,
+            Verdict {
+                notify: true,
+                highlight: true
+            }
+        );
+        let bob_v = eval.evaluate(&to_raw_value(&at_room(&bob)).expect("raw"));
+        assert!(bob_v.notify && !bob_v.highlight, "{bob_v:?}");
     }
 
     #[tokio::test]
