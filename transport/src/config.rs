@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::directory::{DirectoryConfig, Role, TrafficParams};
+use crate::directory::{majority, DirectoryConfig, PeerAuthority, Role, TrafficParams};
 use crate::node::NodeConfig;
 
 /// A configuration problem, naming the file and what is wrong.
@@ -164,6 +164,21 @@ pub struct DirectoryFile {
     pub allowed: Option<Vec<String>>,
     /// Traffic parameters (default: [`TrafficParams::default`]).
     pub params: Option<TrafficParams>,
+    /// The other authorities to agree with (default: none, this one signs alone).
+    pub peers: Option<Vec<PeerFile>>,
+    /// Votes a node needs and signatures a document gets (default: a majority of all
+    /// authorities).
+    pub threshold: Option<usize>,
+}
+
+/// One `[[peers]]` entry of `directory.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerFile {
+    /// The peer authority's service address.
+    pub address: SocketAddr,
+    /// Its authority key, hex.
+    pub key: String,
 }
 
 impl DirectoryFile {
@@ -182,6 +197,27 @@ impl DirectoryFile {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        let peers = f
+            .peers
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                Ok(PeerAuthority {
+                    address: p.address,
+                    key: parse_key(path, "peers.key", &p.key)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let authorities = peers.len() + 1;
+        let threshold = f.threshold.unwrap_or_else(|| majority(authorities));
+        if threshold == 0 || threshold > authorities {
+            return Err(invalid(
+                path,
+                format!(
+                    "threshold: expected 1 to {authorities} (the authorities: this one and its peers), got {threshold}"
+                ),
+            ));
+        }
         Ok(DirectoryConfig {
             listen: f.listen,
             authority_seed: load_or_create_seed(&f.key_file)?,
@@ -189,6 +225,8 @@ impl DirectoryFile {
             epoch_ms: f.epoch_secs.unwrap_or(3600).max(1) * 1000,
             grace_ms: Duration::from_secs(f.grace_secs.unwrap_or(600)).as_millis() as u64,
             allowed,
+            peers,
+            threshold,
         })
     }
 }
@@ -283,6 +321,27 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ok.epoch_ms, 3_600_000);
+        assert_eq!((ok.peers.len(), ok.threshold), (0, 1));
+        // Two peers: the threshold defaults to a majority of three.
+        let peer = |port: u16, k: &str| {
+            format!("[[peers]]\naddress = \"127.0.0.1:{port}\"\nkey = \"{k}\"\n")
+        };
+        let with_peers = format!(
+            "{}{}{}",
+            dir.replace("poll_batch = 2", "poll_batch = 12"),
+            peer(9101, &"cd".repeat(32)),
+            peer(9102, &"ef".repeat(32))
+        );
+        let c = DirectoryFile::load(&write(&d, "dir.toml", &with_peers)).unwrap();
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[1].key, [0xef; 32]);
+        assert_eq!(c.threshold, 2);
+        let four = with_peers.replace("[params]", "threshold = 4\n[params]");
+        let e = DirectoryFile::load(&write(&d, "dir.toml", &four)).unwrap_err();
+        assert!(e.to_string().contains("threshold: expected 1 to 3"), "{e}");
+        let bad_key = with_peers.replace(&"ef".repeat(32), "nothex");
+        let e = DirectoryFile::load(&write(&d, "dir.toml", &bad_key)).unwrap_err();
+        assert!(e.to_string().contains("peers.key"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

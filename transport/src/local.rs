@@ -148,6 +148,8 @@ impl LocalMixnet {
             epoch_ms: cfg.epoch_ms,
             grace_ms: cfg.epoch_ms / 6,
             allowed: None,
+            peers: vec![],
+            threshold: 1,
         })
         .await?;
         let directory = dir.local_addr()?;

@@ -16,6 +16,8 @@ async fn forged_document_is_refused_and_counted() {
         epoch_ms: 3_600_000,
         grace_ms: 60_000,
         allowed: None,
+        peers: vec![],
+        threshold: 1,
     })
     .await
     .unwrap();

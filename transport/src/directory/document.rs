@@ -257,7 +257,7 @@ pub struct SignedDocument {
 
 const SIGN_CONTEXT: &[u8] = b"mixgate directory document v1\n";
 
-fn signed_bytes(doc: &str) -> Vec<u8> {
+pub(crate) fn signed_bytes(doc: &str) -> Vec<u8> {
     let mut m = SIGN_CONTEXT.to_vec();
     m.extend_from_slice(doc.as_bytes());
     m

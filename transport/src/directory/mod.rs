@@ -1,14 +1,15 @@
 //! The directory: a signed document per epoch listing nodes, layers, keys, addresses and
 //! traffic parameters; the authority service; registration and fetching.
 
+pub mod consensus;
 mod document;
 pub mod hexser;
 mod server;
 
 pub use document::*;
 pub use server::{
-    fetch_document, publish_gateway, register, run_directory, DirectoryConfig, DirectoryServer,
-    DirectoryStats,
+    fetch_document, majority, publish_gateway, register, run_directory, DirectoryConfig,
+    DirectoryServer, DirectoryStats, PeerAuthority,
 };
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use super::consensus::{combine, merge_signatures, SignedVote, Vote};
 use super::document::*;
 use crate::packet::NodeId;
 use crate::util::now_ms;
@@ -37,13 +38,44 @@ pub struct DirectoryConfig {
     pub grace_ms: u64,
     /// Identity keys allowed to register (`None`: anyone may; fine for tests only).
     pub allowed: Option<Vec<[u8; 32]>>,
+    /// The other authorities to agree with (empty: this authority signs documents alone).
+    pub peers: Vec<PeerAuthority>,
+    /// Votes a node needs to be listed and signatures a document carries: at most the number
+    /// of authorities. [`majority`] of them is the usual choice.
+    pub threshold: usize,
+}
+
+/// Another directory authority: where it answers and the key it signs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAuthority {
+    /// Its service address.
+    pub address: SocketAddr,
+    /// Its Ed25519 authority key.
+    pub key: [u8; 32],
+}
+
+/// A strict majority of `authorities`: the threshold at which two disjoint groups of
+/// authorities can never both reach agreement.
+pub fn majority(authorities: usize) -> usize {
+    authorities / 2 + 1
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
-    Get { epoch: Option<u64> },
+    Get {
+        epoch: Option<u64>,
+    },
     Register(SignedRegistration),
     Publish(GatewayEntry),
+    /// An authority asks for this authority's vote on `epoch`.
+    Vote {
+        epoch: u64,
+    },
+    /// An authority asks for this authority's consensus document on `epoch`, to collect its
+    /// signature.
+    Consensus {
+        epoch: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +83,7 @@ enum Response {
     Document(SignedDocument),
     Registered,
     Error(String),
+    Vote(SignedVote),
 }
 
 /// Counters of the directory service.
@@ -62,6 +95,10 @@ pub struct DirectoryStats {
     pub registered: AtomicU64,
     /// Requests refused (malformed, bad signature, oversized, timed out).
     pub refused: AtomicU64,
+    /// Peer votes that failed verification (wrong key, bad signature, wrong epoch).
+    pub bad_votes: AtomicU64,
+    /// Consensus documents computed (a new text for an epoch).
+    pub consensus_rounds: AtomicU64,
 }
 
 struct State {
@@ -70,6 +107,8 @@ struct State {
     nodes: Mutex<HashMap<NodeId, Registration>>,
     /// Gateway descriptors and the epoch each was last published in.
     gateways: Mutex<HashMap<[u8; 32], (GatewayEntry, u64)>>,
+    /// Agreed documents by epoch, with the signatures collected so far (peers only).
+    consensus: Mutex<HashMap<u64, SignedDocument>>,
     stats: Arc<DirectoryStats>,
 }
 
@@ -82,9 +121,15 @@ pub struct DirectoryServer {
 impl DirectoryServer {
     /// Binds the listener.
     pub async fn bind(cfg: DirectoryConfig) -> std::io::Result<Self> {
-        cfg.params
-            .check()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        cfg.params.check().map_err(|e| invalid(e.to_string()))?;
+        if cfg.threshold == 0 || cfg.threshold > cfg.peers.len() + 1 {
+            return Err(invalid(format!(
+                "threshold {} must be between 1 and the number of authorities ({})",
+                cfg.threshold,
+                cfg.peers.len() + 1
+            )));
+        }
         let listener = TcpListener::bind(cfg.listen).await?;
         let key = SigningKey::from_bytes(&cfg.authority_seed);
         Ok(DirectoryServer {
@@ -94,9 +139,30 @@ impl DirectoryServer {
                 key,
                 nodes: Mutex::new(HashMap::new()),
                 gateways: Mutex::new(HashMap::new()),
+                consensus: Mutex::new(HashMap::new()),
                 stats: Arc::default(),
             }),
         })
+    }
+
+    /// Sets the peer authorities and the threshold after binding (so that authorities on
+    /// ephemeral ports can learn each other's addresses before they start).
+    pub fn with_peers(
+        mut self,
+        peers: Vec<PeerAuthority>,
+        threshold: usize,
+    ) -> std::io::Result<Self> {
+        if threshold == 0 || threshold > peers.len() + 1 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("threshold {threshold} out of 1..={}", peers.len() + 1),
+            ));
+        }
+        let st = Arc::get_mut(&mut self.state)
+            .ok_or_else(|| std::io::Error::other("the directory is already running"))?;
+        st.cfg.peers = peers;
+        st.cfg.threshold = threshold;
+        Ok(self)
     }
 
     /// The bound address.
@@ -121,6 +187,9 @@ impl DirectoryServer {
             addr = ?self.listener.local_addr().ok(),
             "directory starting"
         );
+        if !self.state.cfg.peers.is_empty() {
+            tokio::spawn(consensus_loop(self.state.clone()));
+        }
         loop {
             let Ok((sock, _)) = self.listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -155,7 +224,8 @@ impl State {
         v
     }
 
-    fn document(&self, epoch: u64) -> Result<SignedDocument, DirectoryError> {
+    /// What this authority alone would list for `epoch`.
+    fn view(&self, epoch: u64) -> Document {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<NodeDescriptor> = nodes
             .values()
@@ -171,9 +241,10 @@ impl State {
                 })
             })
             .collect();
+        drop(nodes);
         list.sort_by_key(|n| n.id);
         let start = epoch * self.cfg.epoch_ms;
-        let doc = Document {
+        Document {
             version: DOCUMENT_VERSION,
             epoch,
             valid_from_ms: start,
@@ -181,8 +252,142 @@ impl State {
             params: self.cfg.params.clone(),
             nodes: list,
             gateways: self.gateways(epoch),
+        }
+    }
+
+    /// The document served for `epoch`: signed alone, or the consensus when there are peers.
+    fn document(&self, epoch: u64) -> Result<SignedDocument, DirectoryError> {
+        if self.cfg.peers.is_empty() {
+            return SignedDocument::sign(&self.view(epoch), &self.key);
+        }
+        self.consensus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&epoch)
+            .cloned()
+            .ok_or_else(|| DirectoryError::Io(format!("no consensus yet for epoch {epoch}")))
+    }
+
+    /// This authority's signed vote on `epoch`.
+    fn vote(&self, epoch: u64) -> Result<SignedVote, DirectoryError> {
+        let d = self.view(epoch);
+        let vote = Vote {
+            version: d.version,
+            epoch: d.epoch,
+            valid_from_ms: d.valid_from_ms,
+            valid_until_ms: d.valid_until_ms,
+            params: d.params,
+            nodes: d.nodes,
+            gateways: d.gateways,
         };
-        SignedDocument::sign(&doc, &self.key)
+        SignedVote::sign(&vote, &self.key)
+    }
+
+    /// Every authority key this one trusts: its own and its peers'.
+    fn trusted(&self) -> Vec<[u8; 32]> {
+        let mut t = vec![self.key.verifying_key().to_bytes()];
+        t.extend(self.cfg.peers.iter().map(|p| p.key));
+        t
+    }
+
+    fn current_epoch(&self) -> u64 {
+        now_ms() / self.cfg.epoch_ms.max(1)
+    }
+
+    /// Hands a newly accepted registration or entry to every peer (they deduplicate, so this
+    /// ends after one round).
+    fn forward(&self, req: Request) {
+        if self.cfg.peers.is_empty() {
+            return;
+        }
+        let req = Arc::new(req);
+        for p in &self.cfg.peers {
+            let (addr, req) = (p.address, Arc::clone(&req));
+            tokio::spawn(async move {
+                if let Err(e) = call(addr, &req).await {
+                    debug!(peer = %addr, "forwarding to a peer authority failed: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// How often an authority with peers re-runs its consensus round.
+fn round_interval(cfg: &DirectoryConfig) -> Duration {
+    Duration::from_millis((cfg.epoch_ms / 60).clamp(200, 10_000))
+}
+
+/// One consensus round for `epoch`: collect votes, compute the consensus, collect signatures.
+async fn consensus_round(st: &State, epoch: u64) {
+    let mut votes = Vec::with_capacity(st.cfg.peers.len() + 1);
+    match st
+        .vote(epoch)
+        .and_then(|v| v.verify(&v.authority.clone(), epoch))
+    {
+        Ok(v) => votes.push(v),
+        Err(e) => {
+            warn!("own vote for epoch {epoch} failed: {e}");
+            return;
+        }
+    }
+    for p in &st.cfg.peers {
+        match call(p.address, &Request::Vote { epoch }).await {
+            Ok(Response::Vote(sv)) => match sv.verify(&p.key, epoch) {
+                Ok(v) => votes.push(v),
+                Err(e) => {
+                    st.stats.bad_votes.fetch_add(1, Ordering::Relaxed);
+                    warn!(peer = %p.address, "peer vote refused: {e}");
+                }
+            },
+            Ok(_) => debug!(peer = %p.address, "peer has no vote for epoch {epoch}"),
+            Err(e) => debug!(peer = %p.address, "peer vote unavailable: {e}"),
+        }
+    }
+    let Some(doc) = combine(&votes, st.cfg.threshold) else {
+        debug!(
+            "epoch {epoch}: {} votes, no consensus at threshold {}",
+            votes.len(),
+            st.cfg.threshold
+        );
+        return;
+    };
+    let Ok(mine) = SignedDocument::sign(&doc, &st.key) else {
+        return;
+    };
+    {
+        let mut map = st.consensus.lock().unwrap_or_else(|p| p.into_inner());
+        let same = map.get(&epoch).is_some_and(|d| d.document == mine.document);
+        if !same {
+            st.stats.consensus_rounds.fetch_add(1, Ordering::Relaxed);
+            map.insert(epoch, mine);
+        }
+    }
+    let trusted = st.trusted();
+    for p in &st.cfg.peers {
+        let Ok(Response::Document(theirs)) = call(p.address, &Request::Consensus { epoch }).await
+        else {
+            continue;
+        };
+        let mut map = st.consensus.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = map.get_mut(&epoch) {
+            merge_signatures(d, &theirs, &trusted);
+        }
+    }
+}
+
+/// Keeps the consensus for the current and the next epoch up to date.
+async fn consensus_loop(st: Arc<State>) {
+    let every = round_interval(&st.cfg);
+    loop {
+        let now = st.current_epoch();
+        for epoch in [now, now + 1] {
+            consensus_round(&st, epoch).await;
+        }
+        st.consensus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|e, _| *e + 1 >= now);
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -213,11 +418,17 @@ async fn serve(st: &State, sock: TcpStream) -> Result<(), DirectoryError> {
         Ok(Request::Publish(entry)) => match entry.verify() {
             Ok(()) => {
                 st.stats.registered.fetch_add(1, Ordering::Relaxed);
-                let epoch = now_ms() / st.cfg.epoch_ms.max(1);
-                st.gateways
+                let epoch = st.current_epoch();
+                let previous = st
+                    .gateways
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(entry.identity, (entry, epoch));
+                    .insert(entry.identity, (entry.clone(), epoch));
+                // Forward what is new, and refreshes once per epoch (so peers keep it listed
+                // as long as this authority does).
+                if previous.is_none_or(|(e, seen)| e != entry || seen < epoch) {
+                    st.forward(Request::Publish(entry));
+                }
                 Response::Registered
             }
             Err(e) => Response::Error(e.to_string()),
@@ -231,10 +442,14 @@ async fn serve(st: &State, sock: TcpStream) -> Result<(), DirectoryError> {
             Ok(reg) => {
                 st.stats.registered.fetch_add(1, Ordering::Relaxed);
                 let id = node_id(&reg.identity);
-                st.nodes
+                let previous = st
+                    .nodes
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, reg);
+                    .insert(id, reg.clone());
+                if previous.as_ref() != Some(&reg) {
+                    st.forward(Request::Register(sr));
+                }
                 Response::Registered
             }
             Err(e) => {
@@ -242,6 +457,29 @@ async fn serve(st: &State, sock: TcpStream) -> Result<(), DirectoryError> {
                 Response::Error(e.to_string())
             }
         },
+        Ok(Request::Vote { epoch }) => {
+            let now = st.current_epoch();
+            if epoch + 1 < now || epoch > now + 1 {
+                Response::Error("epoch out of range".into())
+            } else {
+                match st.vote(epoch) {
+                    Ok(v) => Response::Vote(v),
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+        }
+        Ok(Request::Consensus { epoch }) => {
+            let doc = st
+                .consensus
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&epoch)
+                .cloned();
+            match doc {
+                Some(d) => Response::Document(d),
+                None => Response::Error(format!("no consensus yet for epoch {epoch}")),
+            }
+        }
     };
     let is_err = matches!(resp, Response::Error(_));
     let mut out =
@@ -286,7 +524,9 @@ pub async fn fetch_document(
     match call(addr, &Request::Get { epoch }).await? {
         Response::Document(d) => Ok(d),
         Response::Error(e) => Err(DirectoryError::Io(e)),
-        Response::Registered => Err(DirectoryError::Malformed("unexpected answer".into())),
+        Response::Registered | Response::Vote(_) => {
+            Err(DirectoryError::Malformed("unexpected answer".into()))
+        }
     }
 }
 
@@ -296,7 +536,9 @@ pub async fn publish_gateway(addr: SocketAddr, entry: &GatewayEntry) -> Result<(
     match call(addr, &Request::Publish(entry.clone())).await? {
         Response::Registered => Ok(()),
         Response::Error(_) => Err(DirectoryError::BadRegistration("refused")),
-        Response::Document(_) => Err(DirectoryError::Malformed("unexpected answer".into())),
+        Response::Document(_) | Response::Vote(_) => {
+            Err(DirectoryError::Malformed("unexpected answer".into()))
+        }
     }
 }
 
@@ -311,6 +553,8 @@ pub async fn register(addr: SocketAddr, reg: &SignedRegistration) -> Result<(), 
                 "refused"
             },
         )),
-        Response::Document(_) => Err(DirectoryError::Malformed("unexpected answer".into())),
+        Response::Document(_) | Response::Vote(_) => {
+            Err(DirectoryError::Malformed("unexpected answer".into()))
+        }
     }
 }

@@ -62,6 +62,8 @@ async fn serve_register_fetch() {
         epoch_ms: 3_600_000,
         grace_ms: 60_000,
         allowed: None,
+        peers: vec![],
+        threshold: 1,
     };
     let srv = DirectoryServer::bind(cfg).await.unwrap();
     let addr = srv.local_addr().unwrap();
@@ -119,6 +121,8 @@ async fn allow_list_refuses_strangers() {
         epoch_ms: 3_600_000,
         grace_ms: 60_000,
         allowed: Some(vec![member.verifying_key().to_bytes()]),
+        peers: vec![],
+        threshold: 1,
     };
     let srv = DirectoryServer::bind(cfg).await.unwrap();
     let addr = srv.local_addr().unwrap();
@@ -175,6 +179,8 @@ async fn gateway_descriptors_are_listed_when_signed() {
         epoch_ms: 3_600_000,
         grace_ms: 60_000,
         allowed: None,
+        peers: vec![],
+        threshold: 1,
     };
     let srv = DirectoryServer::bind(cfg).await.unwrap();
     let addr = srv.local_addr().unwrap();
