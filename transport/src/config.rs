@@ -111,6 +111,8 @@ pub struct NodeFile {
     pub layer: Option<u8>,
     /// Directory address.
     pub directory: SocketAddr,
+    /// Other authorities' addresses, tried in order when `directory` fails (default none).
+    pub fallback_directories: Option<Vec<SocketAddr>>,
     /// Trusted authority keys, hex.
     pub authorities: Vec<String>,
     /// Signatures required (default 1).
@@ -139,10 +141,19 @@ impl NodeFile {
             .iter()
             .map(|a| parse_key(path, "authorities", a))
             .collect::<Result<Vec<_>, _>>()?;
+        let authorities_len = authorities.len();
         let seed = load_or_create_seed(&f.key_file)?;
         let mut c = NodeConfig::new(f.listen, role, seed, f.directory, authorities);
         c.public_address = f.public_address;
-        c.threshold = f.threshold.unwrap_or(1);
+        c.fallback_directories = f.fallback_directories.unwrap_or_default();
+        let threshold = f.threshold.unwrap_or(1);
+        if threshold == 0 || threshold > authorities_len {
+            return Err(invalid(
+                path,
+                format!("threshold: expected 1 to {authorities_len} (the number of authorities), got {threshold}"),
+            ));
+        }
+        c.threshold = threshold;
         c.epoch_ms = f.epoch_secs.unwrap_or(3600).max(1) * 1000;
         Ok(c)
     }

@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ed25519_dalek::SigningKey;
 use tokio::task::JoinHandle;
 use transport::directory::{
-    fetch_document, publish_gateway, register, DirectoryConfig, DirectoryServer, DirectoryStats,
-    Document, EpochKey, GatewayEntry, PeerAuthority, Registration, Role, SignedRegistration,
-    TrafficParams,
+    fetch_document, fetch_verified, publish_gateway, register, DirectoryConfig, DirectoryServer,
+    DirectoryStats, Document, EpochKey, GatewayEntry, PeerAuthority, Registration, Role,
+    SignedRegistration, TrafficParams,
 };
 use transport::packet::SecretKey;
 
@@ -203,6 +203,11 @@ async fn two_of_three_agree_while_one_is_down() {
         let n = agreed(a, &trusted, |d| lists(d, &node)).await;
         assert_eq!(n, 2);
     }
+    // A node or client whose first directory is the one that is down falls back to the next.
+    let doc = fetch_verified(&[auths[2].addr, auths[0].addr], &trusted, 2, now_ms())
+        .await
+        .unwrap();
+    assert!(lists(&doc, &node));
     // With threshold 3 no client would accept it: the third signature is missing.
     let sd = fetch_document(auths[0].addr, None).await.unwrap();
     assert!(sd.verify(&trusted, 3, now_ms()).is_err());

@@ -50,6 +50,9 @@ pub struct Address {
 pub struct ClientConfig {
     /// Directory address.
     pub directory: SocketAddr,
+    /// Other authorities' addresses, tried in order when `directory` is down or serves a
+    /// document that does not verify.
+    pub fallback_directories: Vec<SocketAddr>,
     /// Trusted authority keys.
     pub authorities: Vec<[u8; 32]>,
     /// Signatures required.
@@ -103,6 +106,7 @@ impl ClientConfig {
     ) -> Self {
         ClientConfig {
             directory,
+            fallback_directories: Vec::new(),
             authorities,
             threshold: 1,
             provider: None,

@@ -8,8 +8,8 @@ mod server;
 
 pub use document::*;
 pub use server::{
-    fetch_document, majority, publish_gateway, register, run_directory, DirectoryConfig,
-    DirectoryServer, DirectoryStats, PeerAuthority,
+    fetch_document, fetch_verified, majority, publish_gateway, register, run_directory,
+    DirectoryConfig, DirectoryServer, DirectoryStats, PeerAuthority,
 };
 
 #[cfg(test)]

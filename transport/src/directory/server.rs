@@ -530,6 +530,35 @@ pub async fn fetch_document(
     }
 }
 
+/// Fetches the current document from the first of `addrs` that serves one which verifies
+/// (`threshold` of `authorities`, valid at `now_ms`). If none does, the error is the first
+/// verification failure seen (a forged or under-signed document), else the last I/O error.
+pub async fn fetch_verified(
+    addrs: &[SocketAddr],
+    authorities: &[[u8; 32]],
+    threshold: usize,
+    now_ms: u64,
+) -> Result<Document, DirectoryError> {
+    let mut refused = None;
+    let mut last = DirectoryError::Io("no directory address".into());
+    for addr in addrs {
+        match fetch_document(*addr, None).await {
+            Ok(sd) => match sd.verify(authorities, threshold, now_ms) {
+                Ok(d) => return Ok(d),
+                Err(e) => {
+                    debug!(directory = %addr, "document refused: {e}");
+                    refused.get_or_insert(e);
+                }
+            },
+            Err(e) => {
+                debug!(directory = %addr, "directory fetch failed: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(refused.unwrap_or(last))
+}
+
 /// Publishes (or refreshes) a gateway's signed descriptor; republish at least once per
 /// 24 epochs (descriptors not republished for that long are dropped).
 pub async fn publish_gateway(addr: SocketAddr, entry: &GatewayEntry) -> Result<(), DirectoryError> {

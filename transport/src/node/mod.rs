@@ -32,8 +32,8 @@ pub use peers::Peers;
 pub use stats::NodeStats;
 
 use crate::directory::{
-    fetch_document, mailbox_id, node_id, register, Document, EpochKey, Registration, Role,
-    SignedRegistration,
+    fetch_verified, mailbox_id, node_id, register, DirectoryError, Document, EpochKey,
+    Registration, Role, SignedRegistration,
 };
 use crate::link::{accept, Frame, FrameKind, LinkConfig, LinkKeypair, LinkReceiver, LinkSender};
 use crate::packet::{
@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub role: Role,
     /// Directory address.
     pub directory: SocketAddr,
+    /// Other authorities' addresses, tried in order when `directory` is down or serves a
+    /// document that does not verify.
+    pub fallback_directories: Vec<SocketAddr>,
     /// Trusted directory authority keys.
     pub authorities: Vec<[u8; 32]>,
     /// Signatures required on a document.
@@ -78,6 +81,11 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The directory addresses in the order they are tried.
+    pub fn directories(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.directory).chain(self.fallback_directories.iter().copied())
+    }
+
     /// A configuration with defaults for everything but identity, role and addresses.
     pub fn new(
         listen: SocketAddr,
@@ -96,6 +104,7 @@ impl NodeConfig {
             link_seed,
             role,
             directory,
+            fallback_directories: Vec::new(),
             authorities,
             threshold: 1,
             epoch_ms: 3_600_000,
@@ -287,7 +296,15 @@ impl Inner {
         };
         match SignedRegistration::sign(&reg, &self.identity) {
             Ok(sr) => {
-                if let Err(e) = register(self.cfg.directory, &sr).await {
+                // One authority is enough: authorities forward registrations to each other.
+                let mut last = None;
+                for addr in self.cfg.directories() {
+                    match register(addr, &sr).await {
+                        Ok(()) => return,
+                        Err(e) => last = Some(e),
+                    }
+                }
+                if let Some(e) = last {
                     warn!("registration failed: {e}");
                 }
             }
@@ -315,20 +332,26 @@ async fn directory_loop(inner: Arc<Inner>) {
             inner.register().await;
             registered_epoch = Some(epoch);
         }
-        match fetch_document(inner.cfg.directory, None).await {
-            Ok(sd) => match sd.verify(&inner.cfg.authorities, inner.cfg.threshold, now_ms()) {
-                Ok(d) => {
-                    if d.node(&inner.id).is_none() {
-                        inner.register().await;
-                    }
-                    inner.doc_tx.send_replace(Some(Arc::new(d)));
+        let addrs: Vec<SocketAddr> = inner.cfg.directories().collect();
+        match fetch_verified(
+            &addrs,
+            &inner.cfg.authorities,
+            inner.cfg.threshold,
+            now_ms(),
+        )
+        .await
+        {
+            Ok(d) => {
+                if d.node(&inner.id).is_none() {
+                    inner.register().await;
                 }
-                Err(e) => {
-                    NodeStats::inc(&inner.stats.bad_documents);
-                    warn!("directory document refused: {e}");
-                }
-            },
-            Err(e) => debug!("directory fetch failed: {e}"),
+                inner.doc_tx.send_replace(Some(Arc::new(d)));
+            }
+            Err(DirectoryError::Io(e)) => debug!("directory fetch failed: {e}"),
+            Err(e) => {
+                NodeStats::inc(&inner.stats.bad_documents);
+                warn!("directory document refused: {e}");
+            }
         }
         let wait = if inner
             .document()

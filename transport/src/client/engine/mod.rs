@@ -27,7 +27,7 @@ use super::{
     Address, ClientConfig, ClientError, ClientStats, OutboxEntry, Outcome, Received, ReplyToken,
     SendHandle,
 };
-use crate::directory::{fetch_document, mailbox_id, DirectoryError, Document, Role};
+use crate::directory::{fetch_verified, mailbox_id, DirectoryError, Document, Role};
 use crate::link::{connect, Frame, FrameKind, LinkKeypair, LinkReceiver};
 use crate::node::poll;
 use crate::packet::{
@@ -195,8 +195,9 @@ fn complete_topology(d: &Document, provider: Option<NodeId>) -> bool {
 }
 
 async fn fetch(cfg: &ClientConfig) -> Result<Document, ClientError> {
-    let sd = fetch_document(cfg.directory, None).await?;
-    Ok(sd.verify(&cfg.authorities, cfg.threshold, now_ms())?)
+    let mut addrs = vec![cfg.directory];
+    addrs.extend(&cfg.fallback_directories);
+    Ok(fetch_verified(&addrs, &cfg.authorities, cfg.threshold, now_ms()).await?)
 }
 
 impl Engine {
