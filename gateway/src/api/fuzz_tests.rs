@@ -57,6 +57,10 @@ const DIRECT_ROUTES: &[(&str, &str)] = &[
     ),
     ("GET", "/_matrix/client/v1/auth_metadata"),
     ("GET", "/_matrix/client/v3/pushrules"),
+    (
+        "POST",
+        "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+    ),
 ];
 
 /// Keys that make handlers do something, for bodies that are JSON objects.

@@ -18,6 +18,7 @@ mod presence;
 mod profile;
 mod push;
 mod rooms;
+mod sliding_sync;
 mod sync;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -87,6 +88,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = rooms::routes(r);
     r = message::routes(r);
     r = sync::routes(r);
+    r = sliding_sync::routes(r);
     r = keys::routes(r);
     r = to_device::routes(r);
     r = backup::routes(r);

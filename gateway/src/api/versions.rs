@@ -22,6 +22,7 @@ async fn get_versions(_req: Ruma<versions::Request>) -> RumaResult<versions::Res
     res.unstable_features = BTreeMap::from([
         ("org.matrix.e2e_cross_signing".to_owned(), true),
         ("org.matrix.msc3916.stable".to_owned(), true),
+        ("org.matrix.simplified_msc3575".to_owned(), true),
     ]);
     Ok(RumaResponse(res))
 }

@@ -13,6 +13,7 @@ pub mod presence;
 pub mod push_eval;
 pub mod ratelimit;
 pub mod rooms;
+pub mod sliding_sync;
 pub mod stream;
 pub mod sync;
 pub mod thumbnail;
@@ -44,6 +45,8 @@ pub struct Gateway {
     pub ephemeral: Arc<ephemeral::Ephemeral>,
     /// Unread counts already evaluated by `/sync`.
     pub unread: sync::UnreadCache,
+    /// Sliding sync connections (memory only).
+    pub sliding: sliding_sync::Connections,
     /// Limits login and registration attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
     /// End-to-end encryption keys and device-list changes.
@@ -112,6 +115,7 @@ impl Gateway {
             media: media::Media::new(db.clone()),
             presence: presence::Presence::new(),
             unread: sync::UnreadCache::default(),
+            sliding: sliding_sync::Connections::default(),
             auth_limiter: ratelimit::RateLimiter::new(
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),

@@ -18,7 +18,7 @@ use super::{
 use crate::{api::Caller, error::ApiResult};
 
 /// Most to-device messages in one response (the rest follow in the next).
-const TO_DEVICE_LIMIT: usize = 100;
+pub(crate) const TO_DEVICE_LIMIT: usize = 100;
 
 /// Timeline length when the filter gives none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -237,22 +237,22 @@ pub fn device_list_changes(
 }
 
 /// Which part of a room's timeline a sync response covers.
-struct Window {
+pub(crate) struct Window {
     /// Position of the user's membership event.
-    joined_at: u64,
+    pub joined_at: u64,
     /// Exclusive lower bound.
-    lower: u64,
+    pub lower: u64,
     /// Inclusive upper bound.
-    upto: u64,
+    pub upto: u64,
     /// Most events returned.
-    limit: usize,
+    pub limit: usize,
 }
 
 /// Timeline events, oldest first, and whether older ones were left out.
-type TimelineSlice = (Vec<(u64, Pdu, super::rooms::StoredPdu)>, bool);
+pub(crate) type TimelineSlice = (Vec<(u64, Pdu, super::rooms::StoredPdu)>, bool);
 
 /// Timeline events of `room` in `(lower, upto]`, newest `limit`, visible to the user.
-fn timeline_events(
+pub(crate) fn timeline_events(
     gw: &Gateway,
     room: &RoomId,
     user: &UserId,
@@ -427,7 +427,7 @@ fn joined_room(
 }
 
 /// `m.heroes` and member counts, which clients use to name rooms without a name.
-fn summary(gw: &Gateway, room: &RoomId, user: &UserId) -> ApiResult<Value> {
+pub(crate) fn summary(gw: &Gateway, room: &RoomId, user: &UserId) -> ApiResult<Value> {
     let members = gw.rooms.members(room)?;
     let joined = members
         .iter()
@@ -449,7 +449,12 @@ fn summary(gw: &Gateway, room: &RoomId, user: &UserId) -> ApiResult<Value> {
 }
 
 /// Messages from others after the user's own read receipt (counted up to 99).
-fn unread_counts(gw: &Gateway, room: &RoomId, user: &UserId, upto: u64) -> ApiResult<Value> {
+pub(crate) fn unread_counts(
+    gw: &Gateway,
+    room: &RoomId,
+    user: &UserId,
+    upto: u64,
+) -> ApiResult<Value> {
     let read_pos = match gw.ephemeral.own_receipt(room, user)? {
         Some(r) => gw
             .rooms
@@ -549,7 +554,7 @@ impl UnreadCache {
 }
 
 /// Stripped state shown with an invite.
-fn invited_room(gw: &Gateway, room: &RoomId) -> ApiResult<Value> {
+pub(crate) fn invited_room(gw: &Gateway, room: &RoomId) -> ApiResult<Value> {
     let mut events = Vec::new();
     for ((ty, _), entry) in gw.rooms.current_state(room)? {
         let shown = matches!(
