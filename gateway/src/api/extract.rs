@@ -184,6 +184,16 @@ where
                 }
                 (bytes, Some(json))
             };
+        // ruma-client-api 0.24 panics on a login body without a string `type` (which the spec
+        // requires); answer it here so such requests do not reach the panic below at all.
+        if parts.method == http::Method::POST
+            && parts.uri.path().ends_with("/login")
+            && json
+                .as_ref()
+                .is_some_and(|j| !j.get("type").is_some_and(Value::is_string))
+        {
+            return Err(ApiError::bad_json("Login needs a `type`"));
+        }
         let http_req = http::Request::from_parts(parts, bytes);
         // ruma's request parsers index into bodies in places (e.g. a login body without
         // `type` panics in ruma-client-api 0.24); a parser panic is bad input, not a crash.
