@@ -423,7 +423,7 @@ fn any_request_gets_an_answer_and_loses_nothing() {
     let seed: u64 = std::env::var("MIXGATE_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x6d69_7867_6174_65);
+        .unwrap_or(0x006d_6978_6761_7465);
     let cases: u32 = std::env::var("MIXGATE_FUZZ_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
