@@ -113,7 +113,14 @@ fn build(
     // The rooms a list may hold: joined and invited ones, and rooms left since they were
     // last sent on this connection (so the client sees the leave).
     let mut all: Vec<(OwnedRoomId, RoomFacts)> = Vec::new();
-    for (room, ur) in gw.rooms.user_rooms(user)? {
+    // An extensions-only connection (Element X's encryption sync) needs no room facts.
+    let needs_rooms = !params.lists.is_empty() || !params.subscriptions.is_empty();
+    let memberships = if needs_rooms {
+        gw.rooms.user_rooms(user)?
+    } else {
+        Vec::new()
+    };
+    for (room, ur) in memberships {
         if ur.pos > upto {
             continue;
         }
