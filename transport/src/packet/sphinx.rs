@@ -176,6 +176,19 @@ pub(crate) struct HopSecret {
     pub shared: [u8; KEY_LEN],
 }
 
+impl HopSecret {
+    /// Pairs each hop's ephemeral key with the secret agreed for it.
+    pub(crate) fn zip(eph: &[SecretKey], shared: &[[u8; KEY_LEN]]) -> Vec<HopSecret> {
+        eph.iter()
+            .zip(shared)
+            .map(|(e, s)| HopSecret {
+                alpha: e.public(),
+                shared: *s,
+            })
+            .collect()
+    }
+}
+
 /// Builds a header for `route` ending in `last` (a deliver command), from each hop's agreed
 /// secret. Returns the header and every hop's keys.
 pub(crate) fn build_header(
@@ -325,15 +338,7 @@ pub(crate) fn assemble_forward(
         flags: if ack.is_some() { FLAG_ACK } else { 0 },
         surb_id: secrets.surb_id,
     };
-    let hops: Vec<HopSecret> = secrets
-        .hops
-        .iter()
-        .zip(shared)
-        .map(|(e, s)| HopSecret {
-            alpha: e.public(),
-            shared: *s,
-        })
-        .collect();
+    let hops = HopSecret::zip(&secrets.hops, shared);
     let (header, keys) = build_header(route, &last, &hops)?;
     let mut p = Box::new([0u8; PACKET_SIZE]);
     p[..HEADER_SIZE].copy_from_slice(&header);

@@ -144,14 +144,7 @@ pub(crate) fn assemble_surb(
         flags: 0,
         surb_id: id,
     };
-    let hops: Vec<HopSecret> = eph
-        .iter()
-        .zip(shared)
-        .map(|(e, s)| HopSecret {
-            alpha: e.public(),
-            shared: *s,
-        })
-        .collect();
+    let hops = HopSecret::zip(eph, shared);
     let (header, keys) = build_header(route, &last, &hops)?;
     let surb = Surb {
         first_hop: route[0].id,

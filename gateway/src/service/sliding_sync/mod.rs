@@ -99,6 +99,15 @@ fn in_list(f: &ListFilters, facts: &RoomFacts) -> bool {
         && !f.not_room_types.contains(&facts.room_type)
 }
 
+/// Adds `room` to the rooms to send, with what `config` asks for on top of what other lists or
+/// subscriptions asked for it.
+fn want(wanted: &mut BTreeMap<OwnedRoomId, RoomConfig>, room: &OwnedRoomId, config: &RoomConfig) {
+    let merged = wanted
+        .get(room)
+        .map_or_else(|| config.clone(), |c| c.union(config));
+    wanted.insert(room.clone(), merged);
+}
+
 /// Builds the response for the stream up to `upto` against what `base` had sent.
 fn build(
     gw: &Gateway,
@@ -149,10 +158,7 @@ fn build(
         for (i, (room, _)) in members.iter().enumerate() {
             let i = i as u64;
             if ranges.iter().any(|(lo, hi)| *lo <= i && i <= *hi) {
-                let merged = wanted
-                    .get(room)
-                    .map_or_else(|| state.config.clone(), |c| c.union(&state.config));
-                wanted.insert(room.clone(), merged);
+                want(&mut wanted, room, &state.config);
             }
         }
         lists.insert(name.clone(), json!({ "count": members.len() }));
@@ -160,10 +166,7 @@ fn build(
     }
     for (room, config) in &params.subscriptions {
         if all.iter().any(|(r, _)| r == room) {
-            let merged = wanted
-                .get(room)
-                .map_or_else(|| config.clone(), |c| c.union(config));
-            wanted.insert(room.clone(), merged);
+            want(&mut wanted, room, config);
         }
     }
 
