@@ -8,7 +8,8 @@
 //! ```
 //!
 //! It registers its own users and measures: `/send` throughput with concurrent senders,
-//! send→`/sync` delivery latency to a second user (long-polling sync), `/messages` page latency
+//! send→`/sync` delivery latency to a second user (long-polling sync), the same through simplified
+//! sliding sync (Element X's protocol), `/messages` page latency
 //! (limit 10 and 100) over a room with N events, and the gateway's peak RSS (VmHWM).
 //! The gateway's default login/registration limit (30 per minute per address) is enough: the
 //! tool makes four such requests.
@@ -187,6 +188,75 @@ async fn delivery_latency(
     Ok(lat)
 }
 
+/// Like [`delivery_latency`], with the receiver on simplified sliding sync (one list, the
+/// room in range, long-polling on `pos`), as Element X syncs.
+async fn sliding_delivery_latency(
+    sender: &Http,
+    receiver: &Http,
+    room: &str,
+    samples: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    const PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+    let body = json!({ "conn_id": "bench", "lists": { "all": {
+        "ranges": [[0, 19]], "timeline_limit": 10,
+        "required_state": [["m.room.name", ""], ["m.room.member", "$LAZY"]] } } });
+    let first = receiver.post(PATH, &body).await?.ok();
+    let mut pos = first["pos"].as_str().context("no pos")?.to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let recv = receiver.clone();
+    let room_id = room.to_owned();
+    let syncer = tokio::spawn(async move {
+        loop {
+            let path = format!("{PATH}?pos={pos}&timeout=30000");
+            let r = match recv.post(&path, &body).await {
+                Ok(r) if r.status == 200 => r.body,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            if let Some(events) = r["rooms"][&room_id]["timeline"].as_array() {
+                for e in events {
+                    if let Some(b) = e["content"]["body"].as_str() {
+                        if tx.send((b.to_owned(), now)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if let Some(p) = r["pos"].as_str() {
+                pos = p.to_owned();
+            }
+        }
+    });
+    let mut lat = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let text = format!("sliding {i}");
+        let t = Instant::now();
+        let r = sender.send_text(room, &format!("ss-{i}"), &text).await?;
+        if r.status != 200 {
+            bail!("send failed: {} {}", r.status, r.body);
+        }
+        let deadline = t + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some((b, at))) if b == text => {
+                    lat.push(at - t);
+                    break;
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => bail!("sliding sync task ended"),
+                Err(_) => bail!("message {i} not delivered by sliding sync within 10 s"),
+            }
+        }
+    }
+    syncer.abort();
+    lat.sort();
+    Ok(lat)
+}
+
 /// Times `/messages` pages of `limit` events, paging back through the room (again from the
 /// newest event when it reaches the start) until `max_requests` pages were fetched.
 async fn messages_latency(
@@ -327,6 +397,19 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("delivery latency: {} samples...", args.latency_samples);
     let label = format!("send→/sync delivery p50 / p99 (n={})", args.latency_samples);
     match delivery_latency(&alice, &bob, &room, args.latency_samples).await {
+        Ok(d) => rows.push((label, ms(&d))),
+        Err(e) => rows.push((label, failed(&e))),
+    }
+
+    eprintln!(
+        "sliding sync delivery latency: {} samples...",
+        args.latency_samples
+    );
+    let label = format!(
+        "send→sliding sync delivery p50 / p99 (n={})",
+        args.latency_samples
+    );
+    match sliding_delivery_latency(&alice, &bob, &room, args.latency_samples).await {
         Ok(d) => rows.push((label, ms(&d))),
         Err(e) => rows.push((label, failed(&e))),
     }
