@@ -14,11 +14,7 @@
 //! The gateway's default login/registration limit (30 per minute per address) is enough: the
 //! tool makes four such requests.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -132,7 +128,6 @@ async fn delivery_latency(
         .as_str()
         .context("no next_batch")?
         .to_owned();
-    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let recv = receiver.clone();
     let room_id = room.to_owned();
@@ -160,30 +155,43 @@ async fn delivery_latency(
             }
         }
     });
+    let lat = time_deliveries(sender, room, samples, "latency", "/sync", &mut rx).await;
+    syncer.abort();
+    lat
+}
+
+/// Sends `samples` messages one at a time and times each until `seen` (fed by a task syncing as
+/// the receiver) reports its body; `via` names that sync in errors. Sorted latencies.
+async fn time_deliveries(
+    sender: &Http,
+    room: &str,
+    samples: usize,
+    tag: &str,
+    via: &str,
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+) -> anyhow::Result<Vec<Duration>> {
     let mut lat = Vec::with_capacity(samples);
     for i in 0..samples {
-        let body = format!("latency {i}");
+        let body = format!("{tag} {i}");
         let t = Instant::now();
-        sent_at.lock().unwrap().insert(body.clone(), t);
-        let r = sender.send_text(room, &format!("lat-{i}"), &body).await?;
+        let r = sender.send_text(room, &format!("{tag}-{i}"), &body).await?;
         if r.status != 200 {
             bail!("send failed: {} {}", r.status, r.body);
         }
         let deadline = t + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
+            match tokio::time::timeout(left, seen.recv()).await {
                 Ok(Some((b, at))) if b == body => {
                     lat.push(at - t);
                     break;
                 }
                 Ok(Some(_)) => continue,
-                Ok(None) => bail!("sync task ended"),
-                Err(_) => bail!("message {i} not delivered by /sync within 10 s"),
+                Ok(None) => bail!("{via} task ended"),
+                Err(_) => bail!("message {i} not delivered by {via} within 10 s"),
             }
         }
     }
-    syncer.abort();
     lat.sort();
     Ok(lat)
 }
@@ -230,31 +238,9 @@ async fn sliding_delivery_latency(
             }
         }
     });
-    let mut lat = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let text = format!("sliding {i}");
-        let t = Instant::now();
-        let r = sender.send_text(room, &format!("ss-{i}"), &text).await?;
-        if r.status != 200 {
-            bail!("send failed: {} {}", r.status, r.body);
-        }
-        let deadline = t + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some((b, at))) if b == text => {
-                    lat.push(at - t);
-                    break;
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => bail!("sliding sync task ended"),
-                Err(_) => bail!("message {i} not delivered by sliding sync within 10 s"),
-            }
-        }
-    }
+    let lat = time_deliveries(sender, room, samples, "sliding", "sliding sync", &mut rx).await;
     syncer.abort();
-    lat.sort();
-    Ok(lat)
+    lat
 }
 
 /// Times `/messages` pages of `limit` events, paging back through the room (again from the
