@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use curve25519_dalek::edwards::{EdwardsBasepointTable, EdwardsPoint};
 use curve25519_dalek::montgomery::MontgomeryPoint;
@@ -26,10 +27,20 @@ use curve25519_dalek::traits::BasepointTable;
 use super::crypto::{SecretKey, KEY_LEN};
 use super::PacketError;
 
-/// How many public keys' tables a [`KeyTables`] keeps (about 30 KiB each). A client uses the
-/// current epoch's mix and provider keys plus its peers' keys; when full, the cache is emptied
-/// and refilled on demand.
+/// How many public keys' tables a [`KeyTables`] keeps (about 30 KiB each, so at most ≈ 4 MiB).
+/// A client uses the current epoch's mix and provider keys plus its peers' keys. When the cache
+/// is full, a table unused for [`STALE_AFTER`] (an old epoch's key) makes room; otherwise the
+/// extra key is agreed with by ladder, so a network larger than the cache never thrashes it.
 pub const DEFAULT_TABLE_CAPACITY: usize = 128;
+
+/// A table unused this long may be replaced when the cache is full.
+pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// A cached table and when it was last used.
+struct Entry {
+    table: Arc<KeyTable>,
+    last_used: Instant,
+}
 
 /// A precomputed fixed-base table for one public key.
 struct KeyTable(EdwardsBasepointTable);
@@ -64,7 +75,8 @@ pub fn is_valid_public_key(public: &[u8; KEY_LEN]) -> bool {
 /// so the cache pays off from the second packet through a node.
 pub struct KeyTables {
     capacity: usize,
-    tables: Mutex<HashMap<[u8; KEY_LEN], Arc<KeyTable>>>,
+    stale_after: Duration,
+    tables: Mutex<HashMap<[u8; KEY_LEN], Entry>>,
 }
 
 impl std::fmt::Debug for KeyTables {
@@ -85,8 +97,15 @@ impl Default for KeyTables {
 impl KeyTables {
     /// An empty cache holding at most `capacity` tables (at least one).
     pub fn new(capacity: usize) -> Self {
+        Self::with_staleness(capacity, STALE_AFTER)
+    }
+
+    /// An empty cache of at most `capacity` tables in which a table unused for `stale_after`
+    /// may be replaced.
+    pub fn with_staleness(capacity: usize, stale_after: Duration) -> Self {
         KeyTables {
             capacity: capacity.max(1),
+            stale_after,
             tables: Mutex::new(HashMap::new()),
         }
     }
@@ -102,12 +121,13 @@ impl KeyTables {
     }
 
     /// Builds (or keeps) the table for `public` ahead of use, e.g. when a new directory
-    /// document arrives, so the first packet of an epoch does not pay for it.
+    /// document arrives, so the first packet of an epoch does not pay for it (if the cache has
+    /// room: see [`DEFAULT_TABLE_CAPACITY`]).
     pub fn prepare(&self, public: &[u8; KEY_LEN]) -> Result<(), PacketError> {
         self.table(public).map(|_| ())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; KEY_LEN], Arc<KeyTable>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; KEY_LEN], Entry>> {
         // A panic while holding the lock cannot leave the map inconsistent (inserts are
         // single calls), so a poisoned lock is still usable.
         self.tables
@@ -115,35 +135,71 @@ impl KeyTables {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn table(&self, public: &[u8; KEY_LEN]) -> Result<Arc<KeyTable>, PacketError> {
-        if let Some(t) = self.lock().get(public) {
-            return Ok(Arc::clone(t));
+    /// The table for `public`, built if there is room; `None` when the cache is full of tables
+    /// in use (the caller falls back to the ladder). Invalid keys are refused either way.
+    fn table(&self, public: &[u8; KEY_LEN]) -> Result<Option<Arc<KeyTable>>, PacketError> {
+        let now = Instant::now();
+        {
+            let mut map = self.lock();
+            if let Some(e) = map.get_mut(public) {
+                e.last_used = now;
+                return Ok(Some(Arc::clone(&e.table)));
+            }
+            if map.len() >= self.capacity && !self.evict_stale(&mut map, now) {
+                lift(public)?;
+                return Ok(None);
+            }
         }
         // Built outside the lock: another sender thread is not held up for a millisecond.
-        let t = Arc::new(KeyTable::new(public)?);
+        let table = Arc::new(KeyTable::new(public)?);
         let mut map = self.lock();
-        if map.len() >= self.capacity {
-            map.clear();
+        if map.len() >= self.capacity && !self.evict_stale(&mut map, now) {
+            return Ok(Some(table));
         }
-        map.insert(*public, Arc::clone(&t));
-        Ok(t)
+        map.insert(
+            *public,
+            Entry {
+                table: Arc::clone(&table),
+                last_used: now,
+            },
+        );
+        Ok(Some(table))
+    }
+
+    /// Removes the least recently used table if it is stale; whether one was removed.
+    fn evict_stale(&self, map: &mut HashMap<[u8; KEY_LEN], Entry>, now: Instant) -> bool {
+        let oldest = map
+            .iter()
+            .min_by_key(|(_, e)| e.last_used)
+            .filter(|(_, e)| now.duration_since(e.last_used) >= self.stale_after)
+            .map(|(k, _)| *k);
+        oldest.is_some_and(|k| map.remove(&k).is_some())
     }
 
     /// X25519 of each `(ephemeral secret, public key)` pair, equal to [`SecretKey::dh`] on each,
-    /// with one batched inversion for all of them.
+    /// with one batched inversion for all the pairs that have a table.
     pub fn agree_all(
         &self,
         pairs: &[(&SecretKey, &[u8; KEY_LEN])],
     ) -> Result<Vec<[u8; KEY_LEN]>, PacketError> {
+        let mut out = vec![[0u8; KEY_LEN]; pairs.len()];
         let mut points: Vec<EdwardsPoint> = Vec::with_capacity(pairs.len());
-        for (secret, public) in pairs {
-            let table = self.table(public)?;
-            points.push(table.0.mul_base_clamped(secret.to_bytes()));
+        let mut by_table: Vec<usize> = Vec::with_capacity(pairs.len());
+        for (i, (secret, public)) in pairs.iter().enumerate() {
+            match self.table(public)? {
+                Some(table) => {
+                    points.push(table.0.mul_base_clamped(secret.to_bytes()));
+                    by_table.push(i);
+                }
+                None => out[i] = secret.dh(public)?,
+            }
         }
-        let out: Vec<[u8; KEY_LEN]> = EdwardsPoint::to_montgomery_batch(&points)
+        for (i, u) in by_table
             .into_iter()
-            .map(|u| u.to_bytes())
-            .collect();
+            .zip(EdwardsPoint::to_montgomery_batch(&points))
+        {
+            out[i] = u.to_bytes();
+        }
         // Unreachable with the keys `table` accepts; kept so a degenerate secret can never be
         // used as a key.
         if out.iter().any(|s| s == &[0u8; KEY_LEN]) {
@@ -179,12 +235,27 @@ mod tests {
             tables.agree_all(&pairs).unwrap(),
             agree_each(&pairs).unwrap()
         );
-        // Six keys through a cache of four: it was emptied once and still answers right.
-        assert!(tables.len() <= 4);
+        // Six keys through a cache of four: four were tabulated, the other two went by ladder,
+        // and the answers are right either way.
+        assert_eq!(tables.len(), 4);
         // And the node side agrees too.
         for ((e, n), s) in eph.iter().zip(&nodes).zip(agree_each(&pairs).unwrap()) {
             assert_eq!(n.dh(&e.public()).unwrap(), s);
         }
+    }
+
+    #[test]
+    fn stale_tables_make_room_for_new_keys() {
+        // Everything is stale at once: each new key replaces the least recently used one.
+        let tables = KeyTables::with_staleness(2, Duration::ZERO);
+        let e = SecretKey::random();
+        let keys: Vec<[u8; 32]> = (0..3).map(|_| SecretKey::random().public()).collect();
+        for k in &keys {
+            assert_eq!(tables.agree_all(&[(&e, k)]).unwrap()[0], e.dh(k).unwrap());
+        }
+        assert_eq!(tables.len(), 2);
+        let map = tables.lock();
+        assert!(!map.contains_key(&keys[0]) && map.contains_key(&keys[2]));
     }
 
     #[test]
