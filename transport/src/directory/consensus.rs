@@ -19,29 +19,14 @@ use serde::{Deserialize, Serialize};
 
 use super::document::{
     AuthoritySignature, DirectoryError, Document, GatewayEntry, NodeDescriptor, SignedDocument,
-    TrafficParams, DOCUMENT_VERSION,
+    DOCUMENT_VERSION,
 };
 
 const VOTE_CONTEXT: &[u8] = b"mixgate directory vote v1\n";
 
-/// What one authority saw for one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Vote {
-    /// The document format version the authority speaks.
-    pub version: u32,
-    /// The epoch voted on.
-    pub epoch: u64,
-    /// Start of the epoch's validity (unix ms).
-    pub valid_from_ms: u64,
-    /// End of validity (unix ms), grace included.
-    pub valid_until_ms: u64,
-    /// The authority's traffic parameters.
-    pub params: TrafficParams,
-    /// Nodes with a mix key for the epoch, sorted by id.
-    pub nodes: Vec<NodeDescriptor>,
-    /// Gateway entries, sorted by identity.
-    pub gateways: Vec<GatewayEntry>,
-}
+/// What one authority saw for one epoch: the document it would publish alone (the
+/// descriptors and gateway entries it accepted, its window and parameters).
+pub type Vote = Document;
 
 /// A vote as sent between authorities: its exact JSON text and the voter's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,7 +189,7 @@ pub fn merge_signatures(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::directory::{node_id, Role};
+    use crate::directory::{node_id, Role, TrafficParams};
 
     fn node(i: u8) -> NodeDescriptor {
         NodeDescriptor {

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
-use super::consensus::{combine, merge_signatures, SignedVote, Vote};
+use super::consensus::{combine, merge_signatures, SignedVote};
 use super::document::*;
 use crate::packet::NodeId;
 use crate::util::now_ms;
@@ -270,17 +270,7 @@ impl State {
 
     /// This authority's signed vote on `epoch`.
     fn vote(&self, epoch: u64) -> Result<SignedVote, DirectoryError> {
-        let d = self.view(epoch);
-        let vote = Vote {
-            version: d.version,
-            epoch: d.epoch,
-            valid_from_ms: d.valid_from_ms,
-            valid_until_ms: d.valid_until_ms,
-            params: d.params,
-            nodes: d.nodes,
-            gateways: d.gateways,
-        };
-        SignedVote::sign(&vote, &self.key)
+        SignedVote::sign(&self.view(epoch), &self.key)
     }
 
     /// Every authority key this one trusts: its own and its peers'.

@@ -17,6 +17,20 @@ fn doc(epoch: u64) -> Document {
     }
 }
 
+/// A single authority on an ephemeral loopback port, hour-long epochs.
+fn config(allowed: Option<Vec<[u8; 32]>>) -> DirectoryConfig {
+    DirectoryConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        authority_seed: [9; 32],
+        params: TrafficParams::default(),
+        epoch_ms: 3_600_000,
+        grace_ms: 60_000,
+        allowed,
+        peers: vec![],
+        threshold: 1,
+    }
+}
+
 #[test]
 fn signatures_threshold_and_expiry() {
     let a = SigningKey::from_bytes(&[1; 32]);
@@ -55,16 +69,7 @@ fn signatures_threshold_and_expiry() {
 
 #[tokio::test]
 async fn serve_register_fetch() {
-    let cfg = DirectoryConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        authority_seed: [9; 32],
-        params: TrafficParams::default(),
-        epoch_ms: 3_600_000,
-        grace_ms: 60_000,
-        allowed: None,
-        peers: vec![],
-        threshold: 1,
-    };
+    let cfg = config(None);
     let srv = DirectoryServer::bind(cfg).await.unwrap();
     let addr = srv.local_addr().unwrap();
     let auth = srv.authority();
@@ -114,16 +119,7 @@ async fn serve_register_fetch() {
 #[tokio::test]
 async fn allow_list_refuses_strangers() {
     let member = SigningKey::from_bytes(&[5; 32]);
-    let cfg = DirectoryConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        authority_seed: [9; 32],
-        params: TrafficParams::default(),
-        epoch_ms: 3_600_000,
-        grace_ms: 60_000,
-        allowed: Some(vec![member.verifying_key().to_bytes()]),
-        peers: vec![],
-        threshold: 1,
-    };
+    let cfg = config(Some(vec![member.verifying_key().to_bytes()]));
     let srv = DirectoryServer::bind(cfg).await.unwrap();
     let addr = srv.local_addr().unwrap();
     let h = tokio::spawn(srv.run());
@@ -172,16 +168,7 @@ proptest! {
 
 #[tokio::test]
 async fn gateway_descriptors_are_listed_when_signed() {
-    let cfg = DirectoryConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        authority_seed: [9; 32],
-        params: TrafficParams::default(),
-        epoch_ms: 3_600_000,
-        grace_ms: 60_000,
-        allowed: None,
-        peers: vec![],
-        threshold: 1,
-    };
+    let cfg = config(None);
     let srv = DirectoryServer::bind(cfg).await.unwrap();
     let addr = srv.local_addr().unwrap();
     let auth = srv.authority();
