@@ -36,6 +36,22 @@ async fn say(k: &Kit, token: &str, room: &OwnedRoomId, text: &str) -> String {
     b["event_id"].as_str().unwrap().to_owned()
 }
 
+async fn read_up_to(k: &Kit, token: &str, room: &OwnedRoomId, event: &str) {
+    let (s, b) = k
+        .call(
+            Method::POST,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(room.as_str()),
+                enc(event)
+            ),
+            Some(token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
 fn list(ranges: Value, limit: u64) -> Value {
     json!({
         "lists": { "all": {
@@ -217,19 +233,7 @@ async fn invites_filters_and_unread_counts() {
     let (_, b) = ss(&k, &btoken, Some(&pos), lists.clone()).await;
     assert_eq!(b["rooms"][room.as_str()]["notification_count"], 3);
     let pos = b["pos"].as_str().unwrap().to_owned();
-    let (s, _) = k
-        .call(
-            Method::POST,
-            &format!(
-                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
-                enc(room.as_str()),
-                enc(&last)
-            ),
-            Some(&btoken),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    read_up_to(&k, &btoken, &room, &last).await;
     let (_, b) = ss(&k, &btoken, Some(&pos), lists).await;
     let r = &b["rooms"][room.as_str()];
     assert_eq!(r["notification_count"], 0, "{b}");
@@ -294,19 +298,7 @@ async fn extensions_carry_keys_to_device_account_data_receipts_and_typing() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let ev = say(&k, &atoken, &room, "hi").await;
-    let (s, _) = k
-        .call(
-            Method::POST,
-            &format!(
-                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
-                enc(room.as_str()),
-                enc(&ev)
-            ),
-            Some(&atoken),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    read_up_to(&k, &atoken, &room, &ev).await;
     let (s, _) = k
         .call(
             Method::PUT,
