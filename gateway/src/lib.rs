@@ -7,5 +7,6 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod peering;
 pub mod serve;
 pub mod service;

@@ -3,9 +3,8 @@
 use std::{collections::HashSet, time::Duration};
 
 use gateway::{
-    api::Caller,
     config::GatewayConfig,
-    service::{rooms::CreateRoom, sync, Gateway},
+    service::{caller::Caller, rooms::CreateRoom, sync, Gateway},
 };
 use ruma::{OwnedUserId, UserId};
 use serde_json::json;

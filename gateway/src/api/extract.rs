@@ -17,7 +17,6 @@ use ruma::{
         error::{DeserializationError, FromHttpRequestError},
         IncomingRequest, Metadata, OutgoingResponse,
     },
-    OwnedDeviceId, OwnedUserId,
 };
 use serde_json::Value;
 
@@ -61,14 +60,7 @@ pub fn access_token(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The user.
-    pub user_id: OwnedUserId,
-    /// The device the token belongs to.
-    pub device_id: OwnedDeviceId,
-}
+pub use crate::service::caller::Caller;
 
 /// Resolves the caller from the request's token; `required` decides whether a missing token
 /// is an error.

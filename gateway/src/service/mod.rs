@@ -5,6 +5,7 @@
 
 pub mod account_data;
 pub mod backup;
+pub mod caller;
 pub mod ephemeral;
 pub mod filter;
 pub mod keys;

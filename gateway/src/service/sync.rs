@@ -15,7 +15,7 @@ use super::{
     rooms::{Pdu, UserRoom},
     Gateway,
 };
-use crate::{api::Caller, error::ApiResult};
+use crate::{error::ApiResult, service::caller::Caller};
 
 /// Most to-device messages in one response (the rest follow in the next).
 pub(crate) const TO_DEVICE_LIMIT: usize = 100;

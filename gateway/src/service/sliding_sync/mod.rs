@@ -29,7 +29,7 @@ use self::request::{ListFilters, RoomConfig};
 use self::room::{direct_rooms, facts, payload, RoomFacts};
 use super::sync::{device_list_changes, TO_DEVICE_LIMIT};
 use super::Gateway;
-use crate::api::Caller;
+use crate::service::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 
 /// What a response is about to send, before its `pos` is known.

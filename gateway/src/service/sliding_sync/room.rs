@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::conn::SentRoom;
 use super::request::RoomConfig;
-use crate::api::Caller;
+use crate::service::caller::Caller;
 use crate::error::ApiResult;
 use crate::service::filter::EventFilter;
 use crate::service::rooms::UserRoom;
