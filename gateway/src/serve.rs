@@ -4,7 +4,22 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 
-use crate::{config::GatewayConfig, service::Gateway};
+use crate::{
+    config::GatewayConfig,
+    peering::{
+        self,
+        net::{PeerInbox, PeerNet},
+    },
+    service::Gateway,
+};
+
+/// How a gateway reaches other gateways: a network handle and its inbox.
+pub struct PeerLink {
+    /// Sends to and asks other gateways.
+    pub net: Arc<dyn PeerNet>,
+    /// Messages from other gateways.
+    pub inbox: Box<dyn PeerInbox>,
+}
 
 /// A gateway serving on a bound socket.
 pub struct Running {
@@ -22,13 +37,22 @@ impl Running {
     }
 }
 
-/// Opens the gateway and starts serving in the background.
+/// Opens the gateway and starts serving in the background, alone (no other gateways).
 pub async fn start(config: GatewayConfig) -> anyhow::Result<Running> {
+    start_peered(config, None).await
+}
+
+/// Opens the gateway and starts serving in the background; with a [`PeerLink`] it also starts
+/// peering, so its rooms are shared with other gateways on that network.
+pub async fn start_peered(config: GatewayConfig, link: Option<PeerLink>) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let gateway = Gateway::open(config).context("opening the gateway")?;
+    if let Some(link) = link {
+        peering::spawn(gateway.clone(), link.net, link.inbox);
+    }
     let app =
         crate::api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
