@@ -10,6 +10,15 @@ mod tables;
 mod txn;
 mod visibility;
 
+// Client use cases over the room store (also called by peering).
+mod aliases;
+mod directory;
+pub mod limits;
+mod members_at;
+pub mod membership;
+mod power;
+pub mod send;
+
 use std::sync::Arc;
 
 use ruma::{
@@ -20,6 +29,7 @@ use serde_json::Value;
 use storage::{key, u64_be, u64_from_be, Batch, Db};
 
 pub use create::CreateRoom;
+pub use members_at::MemberAt;
 pub use pdu::{to_canonical_object, Pdu, StoredPdu};
 pub use tables::{MemberEntry, RoomMeta, StateEntry, UserRoom};
 pub use txn::RoomTxn;
