@@ -6,6 +6,7 @@ mod directory;
 mod identifiers;
 mod members;
 mod membership;
+mod sizes;
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
