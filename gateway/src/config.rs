@@ -44,6 +44,22 @@ pub struct GatewayConfig {
     pub auth_attempts_per_minute: u32,
     /// Whether presence is tracked and shared (off: it leaks who is online).
     pub presence: bool,
+    /// Shortest password accepted at registration and on a password change (400
+    /// `M_WEAK_PASSWORD` below it).
+    pub min_password_length: usize,
+    /// Whether `/user_directory/search` lists every local account. Off (default): only users
+    /// sharing a room with the searcher, plus an exact user-id match.
+    pub user_directory_search_all: bool,
+    /// Hosts (names or IP addresses) push gateways may be on although they are loopback or
+    /// private, e.g. a local push gateway or tests; plain `http` is allowed for them.
+    pub push_allowed_private_hosts: Vec<String>,
+    /// Reverse proxies (IP addresses or `address/prefix` ranges) whose `X-Forwarded-For`
+    /// header gives the client's address; any other peer's header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a client has to send a request's headers before the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Most open connections from one client address (more are closed at once).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +74,12 @@ impl Default for GatewayConfig {
             max_upload_bytes: 50 * 1024 * 1024,
             auth_attempts_per_minute: 30,
             presence: false,
+            min_password_length: 8,
+            user_directory_search_all: false,
+            push_allowed_private_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+            header_read_timeout_secs: 30,
+            max_connections_per_ip: 64,
         }
     }
 }
@@ -143,6 +165,25 @@ impl GatewayConfig {
                 "at least 1",
                 "0".into(),
             ));
+        }
+        if self.header_read_timeout_secs == 0 {
+            return Err(invalid(
+                "header_read_timeout_secs",
+                "at least 1",
+                "0".into(),
+            ));
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err(invalid("max_connections_per_ip", "at least 1", "0".into()));
+        }
+        for proxy in &self.trusted_proxies {
+            if crate::client_addr::AddrRange::parse(proxy).is_none() {
+                return Err(invalid(
+                    "trusted_proxies",
+                    "IP addresses or address/prefix ranges",
+                    proxy.clone(),
+                ));
+            }
         }
         if let Some(name) = &self.server_name {
             if ruma::ServerName::parse(name).is_err() {

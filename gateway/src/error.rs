@@ -65,6 +65,8 @@ impl ApiError {
         user_in_use, BAD_REQUEST, "M_USER_IN_USE");
     constructor!(/// 400 M_INVALID_USERNAME.
         invalid_username, BAD_REQUEST, "M_INVALID_USERNAME");
+    constructor!(/// 400 M_WEAK_PASSWORD.
+        weak_password, BAD_REQUEST, "M_WEAK_PASSWORD");
     constructor!(/// 400 M_INVALID_PARAM.
         invalid_param, BAD_REQUEST, "M_INVALID_PARAM");
     constructor!(/// 400 M_MISSING_PARAM.
@@ -93,20 +95,30 @@ impl ApiError {
     }
 
     /// 401 user-interactive authentication challenge; `body` carries flows, params, session.
+    /// As the spec says, it has no `errcode` or `error` until a stage has failed (see
+    /// [`ApiError::uia_failed`]): clients show those as the stage's error.
     pub fn uia(body: Value) -> Self {
         Self {
             extra: Some(body),
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "M_FORBIDDEN",
-                "Additional authentication is required",
-            )
+            ..Self::new(StatusCode::UNAUTHORIZED, "", "")
         }
     }
 
-    /// The JSON body sent to the client.
+    /// 401 challenge after a failed stage: `errcode` and `error` say why.
+    pub fn uia_failed(body: Value, errcode: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            extra: Some(body),
+            ..Self::new(StatusCode::UNAUTHORIZED, errcode, message)
+        }
+    }
+
+    /// The JSON body sent to the client (an error without `errcode` is a plain UIA challenge).
     pub fn body(&self) -> Value {
-        let mut body = json!({ "errcode": self.errcode, "error": self.message });
+        let mut body = if self.errcode.is_empty() {
+            json!({})
+        } else {
+            json!({ "errcode": self.errcode, "error": self.message })
+        };
         if let (Some(Value::Object(extra)), Value::Object(map)) = (&self.extra, &mut body) {
             for (k, v) in extra {
                 map.insert(k.clone(), v.clone());

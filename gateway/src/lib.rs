@@ -4,8 +4,10 @@
 //! [`service`] (business logic) which uses the typed stores of the `storage` crate.
 
 pub mod api;
+pub mod client_addr;
 pub mod config;
 pub mod error;
+pub mod http_limits;
 pub mod identity;
 pub mod peering;
 pub mod serve;

@@ -56,9 +56,9 @@ pub async fn start_peered(
     if let Some(link) = link {
         peering::spawn(gateway.clone(), link.net, link.inbox);
     }
-    let app =
-        crate::api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = crate::api::router(gateway.clone());
+    let limits = crate::http_limits::HttpLimits::from_config(&gateway.config);
+    let task = tokio::spawn(crate::http_limits::serve(listener, app, limits));
     Ok(Running {
         addr,
         gateway,

@@ -84,9 +84,10 @@ async fn register(
     if gw.users.exists(&user_id)? {
         return Err(ApiError::user_in_use("User ID already taken"));
     }
+    let password = body.password.as_deref().unwrap_or_default();
+    uiaa::check_new_password(&gw, password)?;
     let token = registration_allowed(&gw, req.json.as_ref()).await?;
-    let password = body.password.as_deref().filter(|p| !p.is_empty());
-    gw.users.create(&user_id, password).await?;
+    gw.users.create(&user_id, Some(password)).await?;
     if let Some(token) = token {
         gw.users.use_registration_token(&token).await?;
     }
@@ -173,7 +174,8 @@ async fn login(
         _ => return Err(ApiError::forbidden("Unsupported identifier type")),
     };
     let user_id = login_user(&gw, &name)?;
-    if !gw.users.check_password(&user_id, &info.password).await? {
+    // The address was counted above; the account is counted here.
+    if !uiaa::verify_password(&gw, &user_id, &info.password, None).await? {
         return Err(ApiError::forbidden("Invalid username or password"));
     }
     let (device_id, access_token) = gw
@@ -227,7 +229,8 @@ async fn change_password(
     req: Ruma<change_password::Request>,
 ) -> RumaResult<change_password::Response> {
     let caller = req.caller()?;
-    uiaa::require_password(&gw, &caller.user_id, req.json.as_ref()).await?;
+    uiaa::check_new_password(&gw, &req.body.new_password)?;
+    uiaa::require_password(&gw, &caller.user_id, req.ip, req.json.as_ref()).await?;
     gw.users
         .set_password(&caller.user_id, &req.body.new_password)
         .await?;
@@ -247,7 +250,7 @@ async fn deactivate(
     req: Ruma<deactivate::Request>,
 ) -> RumaResult<deactivate::Response> {
     let caller = req.caller()?.clone();
-    uiaa::require_password(&gw, &caller.user_id, req.json.as_ref()).await?;
+    uiaa::require_password(&gw, &caller.user_id, req.ip, req.json.as_ref()).await?;
     for room in gw.rooms.joined_rooms(&caller.user_id)? {
         let user = caller.user_id.clone();
         let leave = gw

@@ -84,7 +84,7 @@ async fn delete(
     req: Ruma<delete_one::Request>,
 ) -> RumaResult<delete_one::Response> {
     let caller = req.caller()?;
-    uiaa::require_password(&gw, &caller.user_id, req.json.as_ref()).await?;
+    uiaa::require_password(&gw, &caller.user_id, req.ip, req.json.as_ref()).await?;
     remove_device(&gw, &caller.user_id, req.body.device_id.as_str()).await?;
     Ok(RumaResponse(delete_one::Response::new()))
 }
@@ -94,7 +94,7 @@ async fn delete_several(
     req: Ruma<delete_many::Request>,
 ) -> RumaResult<delete_many::Response> {
     let caller = req.caller()?;
-    uiaa::require_password(&gw, &caller.user_id, req.json.as_ref()).await?;
+    uiaa::require_password(&gw, &caller.user_id, req.ip, req.json.as_ref()).await?;
     for id in &req.body.devices {
         remove_device(&gw, &caller.user_id, id.as_str()).await?;
     }

@@ -18,7 +18,7 @@ use ruma::api::{
 };
 use serde_json::Value;
 
-use crate::{error::ApiError, service::Gateway};
+use crate::{client_addr::AddrRange, error::ApiError, service::Gateway};
 
 /// Whether an endpoint's authentication scheme needs an access token.
 pub trait AuthRequirement {
@@ -80,12 +80,20 @@ pub fn authenticate(
     }
 }
 
-/// The client's address, if the server recorded it.
-fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts
+/// The client's address, if the server recorded it (through a trusted proxy, the address the
+/// proxy reports; see [`crate::client_addr`]).
+fn client_ip(gw: &Gateway, parts: &Parts) -> Option<std::net::IpAddr> {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip());
+    let trusted: Vec<AddrRange> = gw
+        .config
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| AddrRange::parse(p))
+        .collect();
+    crate::client_addr::client_ip(peer, &parts.headers, &trusted)
 }
 
 /// A parsed ruma request with its caller.
@@ -148,7 +156,7 @@ where
             Some(required) => authenticate(gw, &parts, required)?,
             None => None,
         };
-        let ip = client_ip(&parts);
+        let ip = client_ip(gw, &parts);
         // JSON bodies are read only up to their cap (media uploads do not come through here).
         let limit = crate::service::limits::MAX_JSON_BODY_BYTES.min(gw.config.max_request_bytes);
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {

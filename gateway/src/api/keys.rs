@@ -164,7 +164,7 @@ async fn upload_signing_keys(
         .keys
         .cross_signing_upload_needs_auth(&caller.user_id, &upload)?
     {
-        uiaa::require_password(&gw, &caller.user_id, req.json.as_ref()).await?;
+        uiaa::require_password(&gw, &caller.user_id, req.ip, req.json.as_ref()).await?;
     }
     gw.keys
         .upload_cross_signing(&caller.user_id, upload)

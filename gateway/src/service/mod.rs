@@ -49,8 +49,10 @@ pub struct Gateway {
     pub unread: sync::UnreadCache,
     /// Sliding sync connections (memory only).
     pub sliding: sliding_sync::Connections,
-    /// Limits login and registration attempts per address.
+    /// Limits login, registration and password attempts per address.
     pub auth_limiter: ratelimit::RateLimiter,
+    /// Limits password attempts per account (login and user-interactive auth).
+    pub password_limiter: ratelimit::RateLimiter<ruma::OwnedUserId>,
     /// End-to-end encryption keys and device-list changes.
     pub keys: keys::Keys,
     /// To-device message inboxes.
@@ -119,6 +121,10 @@ impl Gateway {
             unread: sync::UnreadCache::default(),
             sliding: sliding_sync::Connections::default(),
             auth_limiter: ratelimit::RateLimiter::new(
+                config.auth_attempts_per_minute,
+                std::time::Duration::from_secs(60),
+            ),
+            password_limiter: ratelimit::RateLimiter::new(
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),
             ),

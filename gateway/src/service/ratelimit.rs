@@ -1,7 +1,9 @@
-//! Fixed-window rate limits per client address (login and registration).
+//! Fixed-window rate limits per key: per client address (login, registration and every
+//! password check) and per account (every password check).
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
@@ -9,14 +11,14 @@ use std::{
 
 use crate::error::{ApiError, ApiResult};
 
-/// Allows `limit` attempts per address per window.
-pub struct RateLimiter {
+/// Allows `limit` attempts per key (by default a client address) per window.
+pub struct RateLimiter<K = IpAddr> {
     limit: u32,
     window: Duration,
-    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    seen: Mutex<HashMap<K, (Instant, u32)>>,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     /// A limiter of `limit` attempts per `window`.
     pub fn new(limit: u32, window: Duration) -> Self {
         Self {
@@ -26,9 +28,10 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one attempt from `ip`; fails with M_LIMIT_EXCEEDED when over the limit.
-    pub fn check(&self, ip: Option<IpAddr>) -> ApiResult<()> {
-        let Some(ip) = ip else { return Ok(()) };
+    /// Counts one attempt for `key` (an address, an account); fails with M_LIMIT_EXCEEDED
+    /// when over the limit. `None` (no known address) is not limited.
+    pub fn check(&self, key: Option<K>) -> ApiResult<()> {
+        let Some(ip) = key else { return Ok(()) };
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() > 100_000 {

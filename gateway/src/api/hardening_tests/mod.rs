@@ -2,10 +2,12 @@
 //! reproducing what a hostile user could do before and checking it is refused now.
 
 mod aliases;
+mod connections;
 mod directory;
 mod identifiers;
 mod members;
 mod membership;
+mod passwords;
 mod sizes;
 
 use http::{Method, StatusCode};
