@@ -44,7 +44,10 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<Running> {
 
 /// Opens the gateway and starts serving in the background; with a [`PeerLink`] it also starts
 /// peering, so its rooms are shared with other gateways on that network.
-pub async fn start_peered(config: GatewayConfig, link: Option<PeerLink>) -> anyhow::Result<Running> {
+pub async fn start_peered(
+    config: GatewayConfig,
+    link: Option<PeerLink>,
+) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
