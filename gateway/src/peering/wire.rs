@@ -3,7 +3,7 @@
 //! ```text
 //! message   = version (1 byte, 0x01) ‖ signature (64) ‖ envelope (UTF-8 JSON)
 //! signature = Ed25519 by the origin's identity key over  "mixgate-peering-v1" ‖ envelope
-//! envelope  = { "origin", "destination", "ts", "body": { "kind": ..., ... } }
+//! envelope  = { "origin", "destination", "ts", "body": { "<kind>": { ... } } }
 //! ```
 //!
 //! The origin's key is its server name (server name = key), so a message is authenticated
@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use ruma::{
-    signatures::KeyPair, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName,
-    OwnedUserId, RoomVersionId, ServerName,
+    signatures::KeyPair, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    RoomVersionId, ServerName,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue, Value};
@@ -30,7 +30,7 @@ pub const VERSION: u8 = 1;
 const CONTEXT: &[u8] = b"mixgate-peering-v1";
 
 /// A decoded, authenticated message.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     /// The sending gateway.
     pub origin: OwnedServerName,
@@ -47,8 +47,8 @@ pub type RawPdu = Box<RawValue>;
 
 /// What a message carries. Durable messages (`Txn`, `Invite`) go with `PeerNet::send`;
 /// the others are requests and responses over reply blocks.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Body {
     /// PDUs and EDUs for the destination (durable).
     Txn {
@@ -269,7 +269,10 @@ pub fn decode(me: &ServerName, bytes: &[u8]) -> Result<Envelope, WireError> {
         return Err(malformed("too short"));
     }
     if bytes[0] != VERSION {
-        return Err(WireError::Malformed(format!("unknown version {}", bytes[0])));
+        return Err(WireError::Malformed(format!(
+            "unknown version {}",
+            bytes[0]
+        )));
     }
     let signature: [u8; 64] = bytes[1..65]
         .try_into()

@@ -3,7 +3,7 @@
 //! `service/` never imports `peering/`: a gateway is assembled with an `Arc<dyn Remote>`, the
 //! peering layer's handle when it runs on a network, [`NoRemote`] when it runs alone.
 
-use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, UserId};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
@@ -37,15 +37,6 @@ pub trait Remote: Send + Sync {
 
     /// A remote user's profile (`displayname`, `avatar_url`).
     fn profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, ApiResult<Value>>;
-
-    /// `/keys/query` for users of other gateways: `{ user: [devices] }` → merged answer body.
-    fn query_keys<'a>(
-        &'a self,
-        users: Vec<(OwnedUserId, Vec<String>)>,
-    ) -> BoxFuture<'a, ApiResult<Value>>;
-
-    /// `/keys/claim` for users of other gateways: `{ user: { device: algorithm } }`.
-    fn claim_keys<'a>(&'a self, request: Value) -> BoxFuture<'a, ApiResult<Value>>;
 }
 
 /// A gateway on its own: every remote operation fails with a clear error.
@@ -84,17 +75,6 @@ impl Remote for NoRemote {
     }
 
     fn profile<'a>(&'a self, _: &'a UserId) -> BoxFuture<'a, ApiResult<Value>> {
-        Box::pin(async { alone() })
-    }
-
-    fn query_keys<'a>(
-        &'a self,
-        _: Vec<(OwnedUserId, Vec<String>)>,
-    ) -> BoxFuture<'a, ApiResult<Value>> {
-        Box::pin(async { alone() })
-    }
-
-    fn claim_keys<'a>(&'a self, _: Value) -> BoxFuture<'a, ApiResult<Value>> {
         Box::pin(async { alone() })
     }
 }
