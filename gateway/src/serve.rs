@@ -52,10 +52,16 @@ pub async fn start_peered(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let gateway = Gateway::open(config).context("opening the gateway")?;
-    if let Some(link) = link {
-        peering::spawn(gateway.clone(), link.net, link.inbox);
-    }
+    let gateway = match link {
+        Some(link) => {
+            let (remote, commands) = peering::channel();
+            let gateway =
+                Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
+            peering::spawn(gateway.clone(), link.net, link.inbox, commands);
+            gateway
+        }
+        None => Gateway::open(config).context("opening the gateway")?,
+    };
     let app = crate::api::router(gateway.clone());
     let limits = crate::http_limits::HttpLimits::from_config(&gateway.config);
     let task = tokio::spawn(crate::http_limits::serve(listener, app, limits));

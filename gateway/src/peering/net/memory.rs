@@ -199,9 +199,7 @@ impl PeerInbox for MemoryInbox {
                 notified.as_mut().enable();
                 {
                     let mut state = self.hub.lock();
-                    let Some(mailbox) = state.boxes.get_mut(&self.name) else {
-                        return None;
-                    };
+                    let mailbox = state.boxes.get_mut(&self.name)?;
                     if mailbox.generation != self.generation {
                         return None;
                     }
