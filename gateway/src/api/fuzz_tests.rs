@@ -186,6 +186,37 @@ enum BodyKind {
     Empty,
     Bytes(Vec<u8>),
     Json(Value),
+    /// A JSON object with one huge string somewhere (sizes around the gateway's caps).
+    Oversized {
+        key: &'static str,
+        nested: bool,
+        len: usize,
+    },
+}
+
+/// Identifiers around and beyond the spec's limits: empty, NUL, just over 255 bytes, huge.
+fn oversized_identifier() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        Just("\0".to_owned()),
+        Just("a\0b".to_owned()),
+        (256usize..600).prop_map(|n| "x".repeat(n)),
+        Just("y".repeat(15_000)),
+    ]
+}
+
+fn oversized_body() -> impl Strategy<Value = BodyKind> {
+    (
+        prop::sample::select(BODY_KEYS),
+        any::<bool>(),
+        prop::sample::select(vec![
+            300,
+            70_000,
+            300_000,
+            crate::service::limits::MAX_JSON_BODY_BYTES + 1,
+        ]),
+    )
+        .prop_map(|(key, nested, len)| BodyKind::Oversized { key, nested, len })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -221,6 +252,7 @@ fn body() -> impl Strategy<Value = BodyKind> {
         1 => Just(BodyKind::Empty),
         1 => prop::collection::vec(any::<u8>(), 0..256).prop_map(BodyKind::Bytes),
         4 => json_value().prop_map(BodyKind::Json),
+        1 => oversized_body(),
     ]
 }
 
@@ -242,6 +274,7 @@ fn case(routes: usize) -> impl Strategy<Value = Case> {
             prop_oneof![
                 3 => Just(Param::Valid),
                 1 => ".{0,30}".prop_map(Param::Fuzz),
+                1 => oversized_identifier().prop_map(Param::Fuzz),
             ],
             6,
         ),
@@ -345,6 +378,15 @@ fn request(c: &Case, routes: &[(Method, String)], fx: &Fixture, token: &str) -> 
         BodyKind::Empty => Body::empty(),
         BodyKind::Bytes(b) => Body::from(b.clone()),
         BodyKind::Json(v) => Body::from(v.to_string()),
+        BodyKind::Oversized { key, nested, len } => {
+            let big = Value::String("z".repeat(*len));
+            let inner = if *nested {
+                json!({ "content": big })
+            } else {
+                big
+            };
+            Body::from(json!({ *key: inner, "type": "m.room.message" }).to_string())
+        }
     };
     req.body(body).expect("request")
 }
@@ -459,6 +501,23 @@ fn any_request_gets_an_answer_and_loses_nothing() {
         seen[2] >= 30,
         "too few requests succeeded to exercise handlers: {seen:?}"
     );
+    // Nothing stored breaks a limit: every event's identifiers are within the spec's.
+    for room in k.gw.rooms.all_rooms().expect("rooms") {
+        let events = k.gw.rooms.timeline(&room, 0, false, 100_000).expect("timeline");
+        for (_, id) in events {
+            let (pdu, _) = k.gw.rooms.get_pdu(&id).expect("read").expect("stored");
+            let kind = pdu.kind.to_string();
+            assert!(
+                crate::service::rooms::limits::check_event_identifiers(
+                    &kind,
+                    pdu.state_key.as_deref()
+                )
+                .is_ok(),
+                "stored event with bad identifiers: {kind:?} {:?}",
+                pdu.state_key
+            );
+        }
+    }
     // Still serving, and the room still has what it had.
     let (_, token) = rt.block_on(k.user("after"));
     let (status, _) = rt.block_on(k.call(Method::GET, "/_matrix/client/versions", None, None));

@@ -31,7 +31,7 @@ use crate::{
     error::{ApiError, ApiResult},
     service::{
         filter::EventFilter,
-        rooms::{send::send_event, Pdu},
+        rooms::{markers::set_marker, send::send_event, Pdu},
         Gateway,
     },
 };
@@ -367,33 +367,10 @@ async fn post_receipt(
 ) -> RumaResult<receipt::Response> {
     let caller = req.caller()?;
     let b = &req.body;
-    gw.rooms.require_joined(&b.room_id, &caller.user_id)?;
     let kind = b.receipt_type.to_string();
     let thread = serde_json::to_value(&b.thread)?.as_str().map(str::to_owned);
-    store_marker(&gw, &b.room_id, &caller.user_id, &kind, &b.event_id, thread).await?;
+    set_marker(&gw, &b.room_id, &caller.user_id, &kind, &b.event_id, thread).await?;
     Ok(RumaResponse(receipt::Response::new()))
-}
-
-/// Stores a read receipt or the fully-read marker.
-async fn store_marker(
-    gw: &Gateway,
-    room: &RoomId,
-    user: &UserId,
-    kind: &str,
-    event_id: &ruma::EventId,
-    thread: Option<String>,
-) -> ApiResult<()> {
-    match kind {
-        "m.read" | "m.read.private" => {
-            gw.ephemeral
-                .set_receipt(room, user, kind, event_id, thread)
-                .await
-        }
-        "m.fully_read" => gw.ephemeral.set_fully_read(room, user, event_id).await,
-        other => Err(ApiError::invalid_param(format!(
-            "Unknown receipt type {other}"
-        ))),
-    }
 }
 
 async fn post_read_markers(
@@ -404,13 +381,13 @@ async fn post_read_markers(
     let b = &req.body;
     gw.rooms.require_joined(&b.room_id, &caller.user_id)?;
     if let Some(e) = &b.fully_read {
-        store_marker(&gw, &b.room_id, &caller.user_id, "m.fully_read", e, None).await?;
+        set_marker(&gw, &b.room_id, &caller.user_id, "m.fully_read", e, None).await?;
     }
     if let Some(e) = &b.read_receipt {
-        store_marker(&gw, &b.room_id, &caller.user_id, "m.read", e, None).await?;
+        set_marker(&gw, &b.room_id, &caller.user_id, "m.read", e, None).await?;
     }
     if let Some(e) = &b.private_read_receipt {
-        store_marker(&gw, &b.room_id, &caller.user_id, "m.read.private", e, None).await?;
+        set_marker(&gw, &b.room_id, &caller.user_id, "m.read.private", e, None).await?;
     }
     Ok(RumaResponse(read_marker::Response::new()))
 }

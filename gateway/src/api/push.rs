@@ -187,6 +187,7 @@ async fn put_pusher(
             if let Some(map) = stored.as_object_mut() {
                 map.remove("append");
             }
+            crate::service::push_target::check_pusher(&gw.config, &stored)?;
             gw.account_data
                 .set_pusher(
                     &caller.user_id,

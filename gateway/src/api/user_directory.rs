@@ -1,11 +1,15 @@
 //! User directory search.
 //!
-//! Who can be found: every (not deactivated) account on this gateway, and every user — local
-//! or on another gateway — who shares a joined room with the searcher. Users of other gateways
-//! that the searcher shares no room with are not searchable: the gateway knows them only from
-//! rooms, and listing them would reveal other people's memberships. The search term matches
-//! the user id or display name, case-insensitively, as a substring. Results are sorted by user
-//! id and cut at `limit` (default 10, at most 50), with `limited` set when more matched.
+//! Who can be found (a privacy gateway must not let any account enumerate its users):
+//! - every user, local or on another gateway, who shares a joined room with the searcher;
+//! - an active local account whose exact user id is the search term;
+//! - every active local account, only if the operator sets `user_directory_search_all`.
+//!
+//! Users of other gateways that the searcher shares no room with are never searchable: the
+//! gateway knows them only from rooms, and listing them would reveal other people's
+//! memberships. The search term matches the user id or display name, case-insensitively, as a
+//! substring. Results are sorted by user id and cut at `limit` (default 10, at most 50), with
+//! `limited` set when more matched.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -24,12 +28,22 @@ const MAX_LIMIT: usize = 50;
 /// A directory entry: display name and avatar.
 type Entry = (Option<String>, Option<String>);
 
-/// Everyone `searcher` may find, with their profile.
-fn candidates(gw: &Gateway, searcher: &UserId) -> ApiResult<BTreeMap<OwnedUserId, Entry>> {
+/// Everyone `searcher` may find with `term` (lowercased), with their profile.
+fn candidates(
+    gw: &Gateway,
+    searcher: &UserId,
+    term: &str,
+) -> ApiResult<BTreeMap<OwnedUserId, Entry>> {
     let mut out = BTreeMap::new();
-    for (user, record) in gw.users.all()? {
-        if !record.deactivated {
-            out.insert(user, (record.displayname, record.avatar_url));
+    if gw.config.user_directory_search_all {
+        for (user, record) in gw.users.all()? {
+            if !record.deactivated {
+                out.insert(user, (record.displayname, record.avatar_url));
+            }
+        }
+    } else if let Ok(exact) = UserId::parse(term) {
+        if let Some(record) = gw.users.get(&exact)?.filter(|r| !r.deactivated) {
+            out.insert(exact, (record.displayname, record.avatar_url));
         }
     }
     for room in gw.rooms.joined_rooms(searcher)? {
@@ -59,7 +73,7 @@ async fn search_users(
         .min(MAX_LIMIT);
     let mut results = Vec::new();
     let mut limited = false;
-    for (user, (name, avatar)) in candidates(&gw, &caller.user_id)? {
+    for (user, (name, avatar)) in candidates(&gw, &caller.user_id, &term)? {
         let matches = user.as_str().to_lowercase().contains(&term)
             || name
                 .as_deref()
@@ -85,14 +99,15 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::testkit::kit;
+    use crate::api::testkit::kit_with;
     use http::{Method, StatusCode};
     use ruma::UserId;
     use serde_json::json;
 
     #[tokio::test]
     async fn search_local_and_shared_room_users() {
-        let k = kit();
+        // The operator's wider mode: every local account is searchable.
+        let k = kit_with(|c| c.user_directory_search_all = true);
         let (alice, token) = k.user("alice").await;
         let _ = k.user("alfred").await;
         let (_, bob_token) = k.user("bob").await;

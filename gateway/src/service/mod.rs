@@ -13,6 +13,7 @@ pub mod limits;
 pub mod media;
 pub mod presence;
 pub mod push_eval;
+pub mod push_target;
 pub mod ratelimit;
 pub mod rooms;
 pub mod sliding_sync;

@@ -8,7 +8,11 @@ mod identifiers;
 mod members;
 mod membership;
 mod passwords;
+mod pushers;
+mod receipts;
+mod room_versions;
 mod sizes;
+mod user_directory;
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -84,14 +84,19 @@ impl Rooms {
     /// Creates a room with `creator` as its first member; returns its id.
     pub async fn create(&self, creator: &UserId, spec: CreateRoom) -> ApiResult<OwnedRoomId> {
         let version = spec.version.clone().unwrap_or(super::DEFAULT_ROOM_VERSION);
-        super::rules_for(&version)?;
+        let rules = super::rules_for(&version)?;
         let room_id = new_room_id(self.identity().server_name())?;
         let creator = creator.to_owned();
         let (room, _) = self
             .write(&room_id, Some(version.clone()), |txn| {
                 let mut create = spec.creation_content.clone();
                 create.insert("room_version".into(), json!(version.as_str()));
-                create.remove("creator");
+                // Before v11 the auth rules need `creator`; from v11 the sender is the creator.
+                if rules.authorization.use_room_create_sender {
+                    create.remove("creator");
+                } else {
+                    create.insert("creator".into(), json!(creator));
+                }
                 txn.append(
                     &creator,
                     "m.room.create",

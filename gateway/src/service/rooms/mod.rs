@@ -18,6 +18,7 @@ mod visibility;
 mod aliases;
 mod directory;
 pub mod limits;
+pub mod markers;
 mod members_at;
 pub mod membership;
 mod power;
