@@ -503,7 +503,10 @@ fn any_request_gets_an_answer_and_loses_nothing() {
     );
     // Nothing stored breaks a limit: every event's identifiers are within the spec's.
     for room in k.gw.rooms.all_rooms().expect("rooms") {
-        let events = k.gw.rooms.timeline(&room, 0, false, 100_000).expect("timeline");
+        let events =
+            k.gw.rooms
+                .timeline(&room, 0, false, 100_000)
+                .expect("timeline");
         for (_, id) in events {
             let (pdu, _) = k.gw.rooms.get_pdu(&id).expect("read").expect("stored");
             let kind = pdu.kind.to_string();

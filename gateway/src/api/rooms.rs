@@ -14,6 +14,7 @@ use ruma::{
             get_public_rooms_filtered::v3 as public_rooms_filtered,
             get_room_visibility::v3 as get_visibility, set_room_visibility::v3 as set_visibility,
         },
+        knock::knock_room::v3 as knock_room,
         membership::{
             ban_user::v3 as ban, forget_room::v3 as forget, get_member_events::v3 as members,
             invite_user::v3 as invite, join_room_by_id::v3 as join_by_id,
@@ -141,6 +142,22 @@ async fn join_alias(
     };
     membership::join(&gw, &caller.user_id, &room_id, req.body.reason.as_deref()).await?;
     Ok(RumaResponse(join_by_alias::Response::new(room_id)))
+}
+
+async fn knock(
+    State(gw): State<Arc<Gateway>>,
+    req: Ruma<knock_room::Request>,
+) -> RumaResult<knock_room::Response> {
+    let caller = req.caller()?;
+    let room_id: OwnedRoomId = match <&RoomId>::try_from(&*req.body.room_id_or_alias) {
+        Ok(id) => id.to_owned(),
+        Err(alias) => gw
+            .rooms
+            .resolve_alias(alias)?
+            .ok_or_else(|| ApiError::not_found("Unknown room alias"))?,
+    };
+    membership::knock(&gw, &caller.user_id, &room_id, req.body.reason.as_deref()).await?;
+    Ok(RumaResponse(knock_room::Response::new(room_id)))
 }
 
 async fn invite_user(
@@ -487,6 +504,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     let r = add::<join_by_id::Request, _, _>(r, join_id);
     let r = add::<join_by_alias::Request, _, _>(r, join_alias);
     let r = add::<invite::Request, _, _>(r, invite_user);
+    let r = add::<knock_room::Request, _, _>(r, knock);
     let r = add::<leave::Request, _, _>(r, leave_room);
     let r = add::<forget::Request, _, _>(r, forget_room);
     let r = add::<kick::Request, _, _>(r, kick_user);

@@ -179,3 +179,45 @@ async fn the_state_endpoint_follows_the_membership_rules() {
         .await;
     assert_err(sent, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 }
+
+#[tokio::test]
+async fn knocking_follows_the_join_rule() {
+    let k = kit();
+    let (_alice, a) = k.user("alice").await;
+    let (bob, b) = k.user("bob").await;
+    let closed = create_room(&k, &a, json!({"preset": "private_chat"})).await;
+    let knockable = create_room(
+        &k,
+        &a,
+        json!({"preset": "private_chat", "room_version": "11", "initial_state": [{
+            "type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}
+        }]}),
+    )
+    .await;
+    let knock = async |room: &str| {
+        let path = format!("/_matrix/client/v3/knock/{}", enc(room));
+        k.call(
+            Method::POST,
+            &path,
+            Some(&b),
+            Some(json!({"reason": "let me in"})),
+        )
+        .await
+    };
+    assert_err(knock(&closed).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let (status, body) = knock(&knockable).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        k.gw.rooms
+            .membership(&ruma::RoomId::parse(&knockable).expect("id"), &bob)
+            .expect("read")
+            .as_deref(),
+        Some("knock")
+    );
+    // Knocking is not joining: still no way in without an invite.
+    assert_err(
+        join(&k, &b, &knockable).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}
