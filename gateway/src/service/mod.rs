@@ -9,6 +9,7 @@ pub mod caller;
 pub mod ephemeral;
 pub mod filter;
 pub mod keys;
+pub mod limits;
 pub mod media;
 pub mod presence;
 pub mod push_eval;
