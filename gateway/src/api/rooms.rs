@@ -133,14 +133,27 @@ async fn join_alias(
     req: Ruma<join_by_alias::Request>,
 ) -> RumaResult<join_by_alias::Response> {
     let caller = req.caller()?;
+    let mut via = req.body.via.clone();
     let room_id: OwnedRoomId = match <&RoomId>::try_from(&*req.body.room_id_or_alias) {
         Ok(id) => id.to_owned(),
+        Err(alias) if alias.server_name() != gw.server_name() => {
+            let (room, servers) = gw.remote.resolve_alias(alias).await?;
+            via.extend(servers);
+            room
+        }
         Err(alias) => gw
             .rooms
             .resolve_alias(alias)?
             .ok_or_else(|| ApiError::not_found("Unknown room alias"))?,
     };
-    membership::join(&gw, &caller.user_id, &room_id, req.body.reason.as_deref()).await?;
+    membership::join_via(
+        &gw,
+        &caller.user_id,
+        &room_id,
+        req.body.reason.as_deref(),
+        &via,
+    )
+    .await?;
     Ok(RumaResponse(join_by_alias::Response::new(room_id)))
 }
 
@@ -338,14 +351,18 @@ async fn resolve_alias(
     State(gw): State<Arc<Gateway>>,
     req: Ruma<get_alias::Request>,
 ) -> RumaResult<get_alias::Response> {
+    let alias = &req.body.room_alias;
+    if alias.server_name() != gw.server_name() {
+        let (room, servers) = gw.remote.resolve_alias(alias).await?;
+        return Ok(RumaResponse(get_alias::Response::new(room, servers)));
+    }
     let room = gw
         .rooms
-        .resolve_alias(&req.body.room_alias)?
+        .resolve_alias(alias)?
         .ok_or_else(|| ApiError::not_found("Unknown room alias"))?;
-    Ok(RumaResponse(get_alias::Response::new(
-        room,
-        vec![gw.server_name().to_owned()],
-    )))
+    let mut servers = vec![gw.server_name().to_owned()];
+    servers.extend(gw.rooms.member_servers(&room)?);
+    Ok(RumaResponse(get_alias::Response::new(room, servers)))
 }
 
 async fn remove_alias(

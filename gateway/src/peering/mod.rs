@@ -21,6 +21,8 @@ pub mod net;
 pub mod outbound;
 pub mod remote;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 use std::{sync::Arc, time::Duration};

@@ -9,9 +9,10 @@
 //! - one may only join, leave or knock for oneself; invite, kick, ban and unban target others;
 //! - the room's auth rules (ruma's `state_res`) then judge the event as for any other.
 //!
-//! Joining a room that lives on another gateway is not handled here yet (peering).
+//! A room this gateway does not hold (an invite from another gateway, a room id or alias of
+//! another gateway) is joined or left through the `Remote` port (peering).
 
-use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedEventId, OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -37,6 +38,47 @@ pub async fn join(
     room: &RoomId,
     reason: Option<&str>,
 ) -> ApiResult<()> {
+    join_via(gw, user, room, reason, &[]).await
+}
+
+/// Gateways to ask about a room this gateway does not hold: those the client named, the
+/// inviter's, and the one in the room id.
+fn remote_candidates(
+    gw: &Gateway,
+    user: &UserId,
+    room: &RoomId,
+    via: &[OwnedServerName],
+) -> ApiResult<Vec<OwnedServerName>> {
+    let mut servers: Vec<OwnedServerName> = Vec::new();
+    if let Some(invite) = gw.rooms.remote_invite(user, room)? {
+        if let Ok(pdu) = super::Pdu::parse(invite.event_id.clone(), &invite.event) {
+            servers.push(pdu.sender.server_name().to_owned());
+        }
+    }
+    servers.extend(via.iter().cloned());
+    if let Some(server) = room.server_name() {
+        servers.push(server.to_owned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|s| s != gw.server_name() && seen.insert(s.clone()));
+    Ok(servers)
+}
+
+/// Joins `user` to `room`, through the gateways `via` when the room lives elsewhere.
+pub async fn join_via(
+    gw: &Gateway,
+    user: &UserId,
+    room: &RoomId,
+    reason: Option<&str>,
+    via: &[OwnedServerName],
+) -> ApiResult<()> {
+    if gw.rooms.meta(room)?.is_none() {
+        let servers = remote_candidates(gw, user, room, via)?;
+        if servers.is_empty() {
+            return Err(ApiError::not_found("Unknown room"));
+        }
+        return gw.remote.join(room, servers, user).await;
+    }
     if gw.rooms.membership(room, user)?.as_deref() == Some("join") {
         return Ok(());
     }
@@ -64,6 +106,15 @@ pub async fn leave(
     room: &RoomId,
     reason: Option<&str>,
 ) -> ApiResult<()> {
+    if gw.rooms.meta(room)?.is_none() && gw.rooms.remote_invite(user, room)?.is_some() {
+        // Rejecting an invite into a room on other gateways: tell them if they can be
+        // reached, and drop the invite here either way.
+        let servers = remote_candidates(gw, user, room, &[])?;
+        if let Err(e) = gw.remote.leave(room, servers, user).await {
+            tracing::info!(room = %room, "invite rejected here only: {}", e.message);
+        }
+        return gw.rooms.drop_remote_invite(user, room).await;
+    }
     match gw.rooms.membership(room, user)?.as_deref() {
         Some("join" | "invite" | "knock") => {
             change(gw, room, user, user, "leave", extra(reason)).await?;
