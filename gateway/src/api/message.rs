@@ -358,6 +358,7 @@ async fn set_typing(
     gw.ephemeral
         .set_typing(&b.room_id, &caller.user_id, timeout)
         .await?;
+    crate::service::edus::typing(&gw, &b.room_id, &caller.user_id, timeout.is_some()).await?;
     Ok(RumaResponse(typing::Response::new()))
 }
 
@@ -386,8 +387,13 @@ async fn store_marker(
     match kind {
         "m.read" | "m.read.private" => {
             gw.ephemeral
-                .set_receipt(room, user, kind, event_id, thread)
-                .await
+                .set_receipt(room, user, kind, event_id, thread.clone())
+                .await?;
+            // Private receipts never leave the gateway.
+            if kind == "m.read" {
+                crate::service::edus::receipt(gw, room, user, event_id, thread).await?;
+            }
+            Ok(())
         }
         "m.fully_read" => gw.ephemeral.set_fully_read(room, user, event_id).await,
         other => Err(ApiError::invalid_param(format!(
