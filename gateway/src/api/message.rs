@@ -358,6 +358,7 @@ async fn set_typing(
     gw.ephemeral
         .set_typing(&b.room_id, &caller.user_id, timeout)
         .await?;
+    crate::service::edus::typing(&gw, &b.room_id, &caller.user_id, timeout.is_some()).await?;
     Ok(RumaResponse(typing::Response::new()))
 }
 

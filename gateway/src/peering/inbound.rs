@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     error::ApiResult,
+    service::keys::federated,
     service::rooms::{
         ingest::{verify_pdu, IncomingPdu, Ingested},
         RemoteInvite,
@@ -92,9 +93,12 @@ fn decode(peer: &Peer, bytes: &[u8]) -> Option<Envelope> {
 async fn store(peer: &Peer, envelope: Envelope) -> ApiResult<()> {
     let origin = envelope.origin;
     match envelope.body {
-        Body::Txn { pdus, .. } => {
+        Body::Txn { pdus, edus, .. } => {
             for (room, pdus) in by_room(peer, pdus) {
                 ingest_from(peer, &origin, &room, pdus).await?;
+            }
+            for edu in edus {
+                super::edu::apply(peer, &origin, edu).await?;
             }
             Ok(())
         }
@@ -351,6 +355,12 @@ async fn respond(peer: &Peer, envelope: Envelope) -> ApiResult<Body> {
         } => handshake::missing_events(peer, &origin, &room_id, &earliest, &latest, limit),
         Body::QueryAlias { alias } => handshake::query_alias(peer, &alias),
         Body::QueryProfile { user_id } => handshake::query_profile(peer, &origin, &user_id),
+        Body::QueryKeys { device_keys } => Ok(Body::Keys {
+            body: federated::answer_query(&peer.gw, &origin, &device_keys)?,
+        }),
+        Body::ClaimKeys { one_time_keys } => Ok(Body::Claimed {
+            body: federated::answer_claim(&peer.gw, &origin, &one_time_keys).await?,
+        }),
         other => Err(crate::error::ApiError::unrecognized(format!(
             "not a request: {}",
             kind_label(&other)

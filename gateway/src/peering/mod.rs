@@ -15,6 +15,7 @@
 //! recorded in `gateway/README.md`); services reach peering only through the `Remote` port, a
 //! command channel, so there is no reference cycle.
 
+pub mod edu;
 pub mod handshake;
 pub mod inbound;
 pub mod net;
@@ -127,6 +128,7 @@ pub fn spawn(
         stats: stats.clone(),
     });
     tokio::spawn(outbound::run(peer.clone()));
+    tokio::spawn(outbound::run_edus(peer.clone()));
     tokio::spawn(outbound::retry(peer.clone()));
     tokio::spawn(inbound::run(peer.clone(), inbox));
     tokio::spawn(remote::serve(peer, commands));

@@ -17,7 +17,7 @@ use storage::{key, u64_be, Batch, Table};
 
 use super::{
     net::MAX_MESSAGE,
-    wire::{Body, RawPdu},
+    wire::{Body, Edu, RawPdu},
     Peer,
 };
 use crate::{error::ApiResult, service::users::random_string};
@@ -175,6 +175,92 @@ fn chunks(pdus: Vec<RawPdu>) -> Vec<Vec<RawPdu>> {
         size += len;
         if let Some(last) = out.last_mut() {
             last.push(pdu);
+        }
+    }
+    out
+}
+
+/// Runs the EDU sender: queued typing, receipts and to-device messages, and device-list
+/// updates of local users (read from the key change log after a durable cursor).
+pub async fn run_edus(peer: Arc<Peer>) {
+    let mut changes = peer.gw.stream.subscribe();
+    loop {
+        if let Err(e) = edu_round(&peer).await {
+            tracing::warn!("peering EDUs: {}", e.message);
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+const DEVICE_LISTS_KEY: &[u8] = b"device_lists";
+
+async fn edu_round(peer: &Peer) -> ApiResult<()> {
+    let gw = &peer.gw;
+    let mut per_dest: BTreeMap<OwnedServerName, Vec<Edu>> = BTreeMap::new();
+    let queued = gw.edus.after(b"", 1000)?;
+    for (_, item) in &queued {
+        per_dest
+            .entry(item.destination.clone())
+            .or_default()
+            .push(item.edu.clone());
+    }
+    let from = cursor_table().get(&gw.db, DEVICE_LISTS_KEY)?.unwrap_or(0);
+    let to = gw.stream.current();
+    for user in gw.keys.changed_users(from, to)? {
+        if user.server_name() != gw.server_name() {
+            continue;
+        }
+        let mut servers = std::collections::BTreeSet::new();
+        for room in gw.rooms.joined_rooms(&user)? {
+            servers.extend(gw.rooms.member_servers(&room)?);
+        }
+        for server in servers {
+            per_dest
+                .entry(server)
+                .or_default()
+                .push(Edu::DeviceListUpdate {
+                    user_id: user.clone(),
+                });
+        }
+    }
+    for (dest, edus) in per_dest {
+        for chunk in edu_chunks(edus) {
+            let body = Body::Txn {
+                id: random_string(16),
+                pdus: Vec::new(),
+                edus: chunk,
+            };
+            deliver(peer, &dest, body).await?;
+        }
+    }
+    if let Some((last, _)) = queued.last() {
+        gw.edus.remove_upto(last).await?;
+    }
+    if to > from {
+        let mut batch = Batch::new();
+        cursor_table().put(&mut batch, DEVICE_LISTS_KEY, &to)?;
+        gw.db.apply(batch)?;
+        gw.db.flush().await?;
+    }
+    Ok(())
+}
+
+/// Splits EDUs into groups that fit one message each.
+fn edu_chunks(edus: Vec<Edu>) -> Vec<Vec<Edu>> {
+    let mut out: Vec<Vec<Edu>> = Vec::new();
+    let mut size = 0;
+    for edu in edus {
+        let len = serde_json::to_vec(&edu).map_or(0, |v| v.len()) + 1;
+        if out.is_empty() || size + len > TXN_PAYLOAD {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(last) = out.last_mut() {
+            last.push(edu);
         }
     }
     out

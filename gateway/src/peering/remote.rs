@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, UserId};
+use std::collections::BTreeMap;
+
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, ServerName, UserId};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +39,12 @@ enum Command {
     },
     Profile {
         user: OwnedUserId,
+        done: oneshot::Sender<ApiResult<Value>>,
+    },
+    /// A request whose answer is returned as JSON (key queries and claims).
+    Ask {
+        server: OwnedServerName,
+        body: Body,
         done: oneshot::Sender<ApiResult<Value>>,
     },
 }
@@ -119,6 +127,34 @@ impl Remote for RemoteHandle {
             done,
         }))
     }
+
+    fn query_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        wanted: BTreeMap<OwnedUserId, Vec<String>>,
+    ) -> BoxFuture<'a, ApiResult<Value>> {
+        Box::pin(self.call(move |done| Command::Ask {
+            server: server.to_owned(),
+            body: Body::QueryKeys {
+                device_keys: wanted,
+            },
+            done,
+        }))
+    }
+
+    fn claim_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        wanted: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    ) -> BoxFuture<'a, ApiResult<Value>> {
+        Box::pin(self.call(move |done| Command::Ask {
+            server: server.to_owned(),
+            body: Body::ClaimKeys {
+                one_time_keys: wanted,
+            },
+            done,
+        }))
+    }
 }
 
 /// Carries out the services' commands, each on its own task.
@@ -154,6 +190,14 @@ async fn execute(peer: &Peer, command: Command) {
                 Ok(Body::Alias { room_id, servers }) => Ok((room_id, servers)),
                 Ok(_) => Err(ApiError::not_found("Unknown room alias")),
                 Err(e) => Err(ApiError::not_found(format!("Unknown room alias: {e}"))),
+            };
+            let _ = done.send(result);
+        }
+        Command::Ask { server, body, done } => {
+            let result = match peer.ask(&server, body).await {
+                Ok(Body::Keys { body } | Body::Claimed { body }) => Ok(body),
+                Ok(_) => Err(ApiError::not_found("The gateway answered something else")),
+                Err(e) => Err(ApiError::not_found(format!("{server}: {e}"))),
             };
             let _ = done.send(result);
         }

@@ -63,18 +63,23 @@ impl Net {
     }
 
     async fn user(&self, i: usize, name: &str) -> (OwnedUserId, String) {
+        let (user, _, token) = self.user_device(i, name).await;
+        (user, token)
+    }
+
+    async fn user_device(&self, i: usize, name: &str) -> (OwnedUserId, String, String) {
         let gw = &self.nodes[i].gw;
         let user = UserId::parse(format!("@{name}:{}", gw.server_name())).expect("user");
         gw.users.create(&user, None).await.expect("create");
         let mut record = gw.users.get(&user).expect("read").expect("record");
         record.displayname = Some(name.to_uppercase());
         gw.users.save(&user, &record).await.expect("name");
-        let (_, token) = gw
+        let (device, token) = gw
             .users
             .create_device(&user, None, None, None)
             .await
             .expect("device");
-        (user, token)
+        (user, device.to_string(), token)
     }
 
     async fn call(
@@ -297,7 +302,10 @@ async fn invite_join_chat_and_state_across_two_gateways() {
 
     // Chat both ways, in order.
     net.send(0, &at, &room, "hello bob").await;
-    until_async("bob reads alice", || async { net.bodies(1, &bt, &room).await.len() == 1 }).await;
+    until_async("bob reads alice", || async {
+        net.bodies(1, &bt, &room).await.len() == 1
+    })
+    .await;
     net.send(1, &bt, &room, "hello alice").await;
     net.send(0, &at, &room, "how are you").await;
     until_async("three messages on both", || async {
@@ -673,4 +681,185 @@ async fn bad_messages_are_dropped_and_counted() {
         "nothing reached a client"
     );
     until("all confirmed", || net.hub.pending(&target) == 0).await;
+}
+
+fn device_keys(user: &UserId, device: &str) -> Value {
+    json!({
+        "user_id": user,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device}"): format!("curve{device}"),
+            format!("ed25519:{device}"): format!("ed{device}"),
+        },
+        "signatures": { user.as_str(): { format!("ed25519:{device}"): "sig" } }
+    })
+}
+
+#[tokio::test]
+async fn keys_to_device_typing_and_receipts_cross_gateways() {
+    let net = Net::new(2);
+    let (alice, at) = net.user(0, "alice").await;
+    let (bob, bob_device, bt) = net.user_device(1, "bob").await;
+    let room = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
+    net.ok(
+        1,
+        Method::POST,
+        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
+        &bt,
+        Some(json!({})),
+    )
+    .await;
+    until("joined", || {
+        net.membership(0, &room, &bob).as_deref() == Some("join")
+    })
+    .await;
+    let alice_sync = net
+        .ok(0, Method::GET, "/_matrix/client/v3/sync", &at, None)
+        .await;
+    let alice_since = alice_sync["next_batch"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // Bob's keys, asked for on Alice's gateway.
+    net.ok(
+        1,
+        Method::POST,
+        "/_matrix/client/v3/keys/upload",
+        &bt,
+        Some(json!({
+            "device_keys": device_keys(&bob, &bob_device),
+            "one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "otk1", "signatures": {}}},
+        })),
+    )
+    .await;
+    let query = net
+        .ok(
+            0,
+            Method::POST,
+            "/_matrix/client/v3/keys/query",
+            &at,
+            Some(json!({"device_keys": {bob.as_str(): []}})),
+        )
+        .await;
+    assert_eq!(
+        query["device_keys"][bob.as_str()][&bob_device]["keys"][format!("ed25519:{bob_device}")],
+        format!("ed{bob_device}"),
+        "{query}"
+    );
+    let claim = net
+        .ok(
+            0,
+            Method::POST,
+            "/_matrix/client/v3/keys/claim",
+            &at,
+            Some(json!({"one_time_keys": {bob.as_str(): {&bob_device: "signed_curve25519"}}})),
+        )
+        .await;
+    assert_eq!(
+        claim["one_time_keys"][bob.as_str()][&bob_device]["signed_curve25519:AAAAAQ"]["key"],
+        "otk1",
+        "{claim}"
+    );
+
+    // Bob's new keys reach Alice's clients as a device-list change.
+    until_async("device list change on A", || async {
+        let sync = net
+            .ok(
+                0,
+                Method::GET,
+                &format!("/_matrix/client/v3/sync?since={alice_since}&timeout=0"),
+                &at,
+                None,
+            )
+            .await;
+        sync["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!(bob)))
+    })
+    .await;
+
+    // A to-device message from Alice to Bob's device.
+    net.ok(
+        0,
+        Method::PUT,
+        "/_matrix/client/v3/sendToDevice/m.room_key_request/t1",
+        &at,
+        Some(json!({
+            "messages": {bob.as_str(): {&bob_device: {"secret": "for bob"}}}
+        })),
+    )
+    .await;
+    until_async("to-device on B", || async {
+        let sync = net
+            .ok(
+                1,
+                Method::GET,
+                "/_matrix/client/v3/sync?timeout=0",
+                &bt,
+                None,
+            )
+            .await;
+        sync["to_device"]["events"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|m| m["content"]["secret"] == "for bob" && m["sender"] == json!(alice))
+        })
+    })
+    .await;
+
+    // Typing and a read receipt cross over.
+    net.ok(
+        0,
+        Method::PUT,
+        &room_path(&room, &format!("typing/{}", enc(alice.as_str()))),
+        &at,
+        Some(json!({"typing": true, "timeout": 20000})),
+    )
+    .await;
+    until("alice types on B", || {
+        net.nodes[1]
+            .gw
+            .ephemeral
+            .typing_event(&room, 0)
+            .is_some_and(|e| {
+                e["content"]["user_ids"]
+                    .as_array()
+                    .is_some_and(|u| u.contains(&json!(alice)))
+            })
+    })
+    .await;
+    let event_id = net.send(0, &at, &room, "read me").await;
+    until_async("message on B", || async {
+        net.bodies(1, &bt, &room).await.len() == 1
+    })
+    .await;
+    net.ok(
+        1,
+        Method::POST,
+        &room_path(&room, &format!("receipt/m.read/{}", enc(&event_id))),
+        &bt,
+        Some(json!({})),
+    )
+    .await;
+    until_async("bob's receipt on A", || async {
+        let sync = net
+            .ok(
+                0,
+                Method::GET,
+                "/_matrix/client/v3/sync?timeout=0",
+                &at,
+                None,
+            )
+            .await;
+        sync["rooms"]["join"][room.as_str()]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|e| {
+                e.iter().any(|r| {
+                    r["type"] == "m.receipt"
+                        && !r["content"][&event_id]["m.read"][bob.as_str()].is_null()
+                })
+            })
+    })
+    .await;
 }

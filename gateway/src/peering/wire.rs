@@ -169,57 +169,7 @@ pub enum Body {
     },
 }
 
-/// Ephemeral data units.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "edu_type")]
-pub enum Edu {
-    /// A user started or stopped typing.
-    #[serde(rename = "m.typing")]
-    Typing {
-        /// The room.
-        room_id: OwnedRoomId,
-        /// The user (of the origin).
-        user_id: OwnedUserId,
-        /// Whether they type.
-        typing: bool,
-    },
-    /// A read receipt.
-    #[serde(rename = "m.receipt")]
-    Receipt {
-        /// The room.
-        room_id: OwnedRoomId,
-        /// The user (of the origin).
-        user_id: OwnedUserId,
-        /// The receipt type (`m.read`; private receipts never leave the gateway).
-        receipt_type: String,
-        /// The event read.
-        event_id: OwnedEventId,
-        /// The thread, if the receipt is threaded.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        thread_id: Option<String>,
-        /// When.
-        ts: u64,
-    },
-    /// To-device messages for users of the destination.
-    #[serde(rename = "m.direct_to_device")]
-    ToDevice {
-        /// The sender (of the origin).
-        sender: OwnedUserId,
-        /// Event type.
-        #[serde(rename = "type")]
-        kind: String,
-        /// Unique per sender: duplicates are dropped.
-        message_id: String,
-        /// User → device id (or `*`) → content.
-        messages: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
-    },
-    /// A user's devices or cross-signing keys changed: queries must ask again.
-    #[serde(rename = "m.device_list_update")]
-    DeviceListUpdate {
-        /// The user (of the origin).
-        user_id: OwnedUserId,
-    },
-}
+pub use crate::service::edus::Edu;
 
 /// Why a message could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

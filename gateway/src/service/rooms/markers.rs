@@ -30,8 +30,13 @@ pub async fn set_marker(
     match kind {
         "m.read" | "m.read.private" => {
             gw.ephemeral
-                .set_receipt(room, user, kind, event_id, thread)
-                .await
+                .set_receipt(room, user, kind, event_id, thread.clone())
+                .await?;
+            // Private receipts never leave the gateway.
+            if kind == "m.read" {
+                crate::service::edus::receipt(gw, room, user, event_id, thread).await?;
+            }
+            Ok(())
         }
         "m.fully_read" => gw.ephemeral.set_fully_read(room, user, event_id).await,
         other => Err(ApiError::invalid_param(format!(
