@@ -8,7 +8,10 @@ use crate::{
     config::GatewayConfig,
     peering::{
         self,
-        net::{PeerInbox, PeerNet},
+        net::{
+            mixnet::{MixnetNet, MixnetOptions},
+            PeerInbox, PeerNet,
+        },
     },
     service::Gateway,
 };
@@ -44,12 +47,61 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<Running> {
 
 /// Opens the gateway and starts serving in the background; with a [`PeerLink`] it also starts
 /// peering, so its rooms are shared with other gateways on that network.
-pub async fn start_peered(config: GatewayConfig, link: Option<PeerLink>) -> anyhow::Result<Running> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+pub async fn start_peered(
+    config: GatewayConfig,
+    link: Option<PeerLink>,
+) -> anyhow::Result<Running> {
+    let listener = bind(&config).await?;
     let gateway = Gateway::open(config).context("opening the gateway")?;
+    serve(listener, gateway, link)
+}
+
+/// Opens the gateway and starts serving in the background; if its config names a network
+/// (`[network]`, `mixgate gateway --network`), it first joins that mixnet and peers over it,
+/// otherwise it runs alone and says so.
+pub async fn start_joined(config: GatewayConfig) -> anyhow::Result<Running> {
+    let listener = bind(&config).await?;
+    let gateway = Gateway::open(config).context("opening the gateway")?;
+    let link = match &gateway.config.network {
+        Some(network) => {
+            let (net, inbox) = MixnetNet::start(
+                &gateway.identity,
+                gateway.db.clone(),
+                network,
+                MixnetOptions::default(),
+            )
+            .await
+            .with_context(|| {
+                format!("joining the mixnet (directories {:?})", network.directories)
+            })?;
+            Some(PeerLink {
+                net,
+                inbox: Box::new(inbox),
+            })
+        }
+        None => {
+            tracing::info!(
+                "no network configured ([network] or --network): this gateway runs alone and \
+                 shares rooms with no other gateway"
+            );
+            None
+        }
+    };
+    serve(listener, gateway, link)
+}
+
+async fn bind(config: &GatewayConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    link: Option<PeerLink>,
+) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
     if let Some(link) = link {
         peering::spawn(gateway.clone(), link.net, link.inbox);
     }
@@ -65,7 +117,7 @@ pub async fn start_peered(config: GatewayConfig, link: Option<PeerLink>) -> anyh
 
 /// Runs a gateway until Ctrl-C.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
-    let running = start(config).await?;
+    let running = start_joined(config).await?;
     tracing::info!(
         addr = %running.addr,
         server_name = %running.gateway.server_name(),

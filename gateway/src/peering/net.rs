@@ -10,6 +10,7 @@
 //! gateways without sockets).
 
 pub mod memory;
+pub mod mixnet;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -83,7 +84,11 @@ pub trait PeerNet: Send + Sync + 'static {
     /// Queues `bytes` (at most [`MAX_MESSAGE`]) for the gateway `to`. When this returns `Ok`
     /// the message is durable (it survives a restart of this gateway) and will be retried
     /// until the recipient confirms it.
-    fn send<'a>(&'a self, to: &'a ServerName, bytes: Vec<u8>) -> BoxFuture<'a, Result<(), NetError>>;
+    fn send<'a>(
+        &'a self,
+        to: &'a ServerName,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), NetError>>;
 
     /// Sends a request carrying reply blocks for a response of up to `max_response` bytes and
     /// waits up to `wait` for it. The responder never learns this gateway's address.
