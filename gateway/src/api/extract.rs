@@ -8,15 +8,13 @@ use axum::{
     http::request::Parts,
     response::{IntoResponse, Response},
 };
-use ruma::{
-    api::{
-        auth_scheme::{
-            AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional,
-            NoAccessToken, NoAuthentication,
-        },
-        error::{DeserializationError, FromHttpRequestError},
-        IncomingRequest, Metadata, OutgoingResponse,
+use ruma::api::{
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+        NoAuthentication,
     },
+    error::{DeserializationError, FromHttpRequestError},
+    IncomingRequest, Metadata, OutgoingResponse,
 };
 use serde_json::Value;
 

@@ -62,6 +62,8 @@ pub struct Gateway {
     pub media: media::Media,
     /// Presence statuses (memory only).
     pub presence: presence::Presence,
+    /// Other gateways, reached through peering (or [`rooms::remote::NoRemote`] alone).
+    pub remote: Arc<dyn rooms::remote::Remote>,
 }
 
 pub use stream::Stream;
@@ -83,8 +85,16 @@ pub enum OpenError {
 }
 
 impl Gateway {
-    /// Opens the gateway's storage and identity as configured.
+    /// Opens the gateway's storage and identity as configured, on its own (no other gateways).
     pub fn open(config: GatewayConfig) -> Result<Arc<Self>, OpenError> {
+        Self::open_with(config, Arc::new(rooms::remote::NoRemote))
+    }
+
+    /// Opens the gateway with `remote` as its way to other gateways.
+    pub fn open_with(
+        config: GatewayConfig,
+        remote: Arc<dyn rooms::remote::Remote>,
+    ) -> Result<Arc<Self>, OpenError> {
         let dir = config.data_dir.display().to_string();
         let storage_err = |source| OpenError::Storage {
             dir: dir.clone(),
@@ -121,6 +131,7 @@ impl Gateway {
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),
             ),
+            remote,
             config,
             identity,
             db,

@@ -117,7 +117,11 @@ impl MemoryNet {
 }
 
 impl PeerNet for MemoryNet {
-    fn send<'a>(&'a self, to: &'a ServerName, bytes: Vec<u8>) -> BoxFuture<'a, Result<(), NetError>> {
+    fn send<'a>(
+        &'a self,
+        to: &'a ServerName,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), NetError>> {
         Box::pin(async move {
             if bytes.len() > MAX_MESSAGE {
                 return Err(NetError::TooLarge(bytes.len()));
@@ -195,9 +199,7 @@ impl PeerInbox for MemoryInbox {
                 notified.as_mut().enable();
                 {
                     let mut state = self.hub.lock();
-                    let Some(mailbox) = state.boxes.get_mut(&self.name) else {
-                        return None;
-                    };
+                    let mailbox = state.boxes.get_mut(&self.name)?;
                     if mailbox.generation != self.generation {
                         return None;
                     }
@@ -267,7 +269,10 @@ mod tests {
         let (_b, mut b_in) = hub.attach(&name("b"));
         let responder = tokio::spawn(async move {
             let req = b_in.next().await.expect("request");
-            req.reply.expect("reply").send(b"pong".to_vec()).expect("answer");
+            req.reply
+                .expect("reply")
+                .send(b"pong".to_vec())
+                .expect("answer");
         });
         let answer = a
             .request(&name("b"), b"ping".to_vec(), 100, Duration::from_secs(5))

@@ -5,7 +5,11 @@
 //! authorised with ruma's `state_res` auth rules and appended atomically with all their indexes.
 
 mod create;
+mod exchange;
+pub mod ingest;
 mod pdu;
+pub mod remote;
+pub mod state;
 mod tables;
 mod txn;
 mod visibility;
@@ -20,8 +24,8 @@ use serde_json::Value;
 use storage::{key, u64_be, u64_from_be, Batch, Db};
 
 pub use create::CreateRoom;
-pub use pdu::{to_canonical_object, Pdu, StoredPdu};
-pub use tables::{MemberEntry, RoomMeta, StateEntry, UserRoom};
+pub use pdu::{to_canonical_object, EventStatus, Pdu, StoredPdu};
+pub use tables::{MemberEntry, RemoteInvite, RoomMeta, StateEntry, UserRoom};
 pub use txn::RoomTxn;
 
 use self::tables::Tables;
@@ -57,6 +61,7 @@ pub struct Rooms {
     identity: Arc<Identity>,
     stream: Arc<Stream>,
     t: Tables,
+    groups: state::StateGroups,
     /// Parsed state events: every event is authorised against the same few (create, power
     /// levels, members), so they are parsed once. Entries are immutable except by redaction,
     /// which evicts them.
@@ -74,6 +79,7 @@ impl Rooms {
             identity,
             stream,
             t: Tables::new(),
+            groups: state::StateGroups::new(),
             state_cache: Default::default(),
         }
     }
@@ -133,7 +139,8 @@ impl Rooms {
         let Some(stored) = self.t.pdus.get(&self.db, event_id.as_bytes())? else {
             return Ok(None);
         };
-        let pdu = Pdu::parse(event_id.to_owned(), &stored.json)?;
+        let mut pdu = Pdu::parse(event_id.to_owned(), &stored.json)?;
+        pdu.rejected = stored.status == EventStatus::Rejected;
         if pdu.is_state() {
             let mut cache = self.cache();
             if cache.len() >= STATE_CACHE_ENTRIES {
@@ -153,6 +160,13 @@ impl Rooms {
     /// Drops a cached parse (the stored event changed).
     pub(crate) fn evict(&self, event_id: &ruma::EventId) {
         self.cache().remove(event_id);
+    }
+
+    /// A stored PDU that clients may see: accepted (not rejected, soft-failed or an outlier).
+    pub fn get_visible_pdu(&self, event_id: &ruma::EventId) -> ApiResult<Option<(Pdu, StoredPdu)>> {
+        Ok(self
+            .get_pdu(event_id)?
+            .filter(|(_, stored)| stored.status.is_accepted()))
     }
 
     /// The current state entry for `(event_type, state_key)`.

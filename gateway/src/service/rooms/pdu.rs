@@ -27,6 +27,41 @@ pub struct StoredPdu {
     /// The redaction event that redacted this one, in client format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_because: Option<Value>,
+    /// State group of the room state before this event (none for outliers and events stored
+    /// before state groups existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_before: Option<u64>,
+    /// State group of the room state after this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_after: Option<u64>,
+    /// What the gateway made of the event.
+    #[serde(default, skip_serializing_if = "EventStatus::is_accepted")]
+    pub status: EventStatus,
+}
+
+/// What the gateway made of a stored event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Authorised; part of the room's timeline and state.
+    #[default]
+    Accepted,
+    /// Authorised by the state before it but not by the room's current state: kept in the DAG,
+    /// never shown to clients and never a parent of new events.
+    SoftFailed,
+    /// Failed the auth rules (against its auth events or the state before it): kept only so
+    /// that it is not fetched again and its children can be judged; never shown, never state.
+    Rejected,
+    /// Known only as part of a room's state or auth chain (e.g. received with a join): its
+    /// own place in the DAG is unknown, so it has no state groups and no timeline entry.
+    Outlier,
+}
+
+impl EventStatus {
+    /// Whether the event is accepted.
+    pub fn is_accepted(&self) -> bool {
+        *self == EventStatus::Accepted
+    }
 }
 
 /// The fields of a PDU that the gateway reads.
@@ -58,6 +93,9 @@ pub struct Pdu {
     /// Redacted event (room versions 11+ keep it in `content.redacts`).
     #[serde(skip)]
     pub redacts: Option<OwnedEventId>,
+    /// Whether the event was rejected by the auth rules (state resolution ignores it).
+    #[serde(skip)]
+    pub rejected: bool,
 }
 
 fn placeholder_event_id() -> OwnedEventId {
@@ -194,7 +232,7 @@ impl state_res::Event for Pdu {
     }
 
     fn rejected(&self) -> bool {
-        false
+        self.rejected
     }
 }
 

@@ -42,6 +42,10 @@ pub struct Heads {
     pub events: Vec<OwnedEventId>,
     /// Greatest depth so far.
     pub depth: u64,
+    /// State group of the room's current state (the resolved state of `events`); `None` in
+    /// rooms stored before state groups existed, until their next event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_group: Option<u64>,
 }
 
 /// What the gateway knows about a room.
@@ -77,6 +81,23 @@ pub(crate) struct Tables {
     pub aliases: Table<OwnedRoomId>,
     /// room → published in the directory.
     pub directory: Table<bool>,
+    /// pos → event id of every accepted event this gateway signed (what peering sends).
+    pub outgoing: RawTable,
+    /// user, room → an invite from another gateway into a room this gateway is not in.
+    pub remote_invites: Table<RemoteInvite>,
+}
+
+/// An invite into a room this gateway is not in (yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteInvite {
+    /// The room's version.
+    pub room_version: RoomVersionId,
+    /// The invite event (signed PDU JSON, verified).
+    pub event: Box<serde_json::value::RawValue>,
+    /// Its id.
+    pub event_id: OwnedEventId,
+    /// Stripped state to show with the invite.
+    pub invite_state: Vec<serde_json::Value>,
 }
 
 impl Tables {
@@ -94,6 +115,8 @@ impl Tables {
             meta: Table::new("rooms"),
             aliases: Table::new("room_aliases"),
             directory: Table::new("room_directory"),
+            outgoing: RawTable::new("outgoing_pdus"),
+            remote_invites: Table::new("remote_invites"),
         }
     }
 }

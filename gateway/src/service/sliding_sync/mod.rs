@@ -29,8 +29,8 @@ use self::request::{ListFilters, RoomConfig};
 use self::room::{direct_rooms, facts, payload, RoomFacts};
 use super::sync::{device_list_changes, TO_DEVICE_LIMIT};
 use super::Gateway;
-use crate::service::caller::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::service::caller::Caller;
 
 /// What a response is about to send, before its `pos` is known.
 struct Built {

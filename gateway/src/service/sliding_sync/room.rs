@@ -8,8 +8,8 @@ use serde_json::{json, Map, Value};
 
 use super::conn::SentRoom;
 use super::request::RoomConfig;
-use crate::service::caller::Caller;
 use crate::error::ApiResult;
+use crate::service::caller::Caller;
 use crate::service::filter::EventFilter;
 use crate::service::rooms::UserRoom;
 use crate::service::sync::{invited_room, timeline_events, unread_counts, Window};

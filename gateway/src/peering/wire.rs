@@ -1,0 +1,291 @@
+//! The gateway-to-gateway wire format, version 1.
+//!
+//! ```text
+//! message   = version (1 byte, 0x01) ‖ signature (64) ‖ envelope (UTF-8 JSON)
+//! signature = Ed25519 by the origin's identity key over  "mixgate-peering-v1" ‖ envelope
+//! envelope  = { "origin", "destination", "ts", "body": { "kind": ..., ... } }
+//! ```
+//!
+//! The origin's key is its server name (server name = key), so a message is authenticated
+//! without a key server; `destination` binds it to one recipient, so a message cannot be
+//! replayed to another gateway. PDUs inside are signed on their own (Matrix signatures) and
+//! verified again on ingest. Messages carry at most [`crate::peering::net::MAX_MESSAGE`] bytes:
+//! the sender splits transactions to fit. Golden vectors: `peering/tests/vectors/`.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use ruma::{
+    signatures::KeyPair, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName,
+    OwnedUserId, RoomVersionId, ServerName,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{value::RawValue, Value};
+
+use crate::identity::{key_for_server_name, Identity};
+
+/// The wire format version this build speaks.
+pub const VERSION: u8 = 1;
+
+const CONTEXT: &[u8] = b"mixgate-peering-v1";
+
+/// A decoded, authenticated message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    /// The sending gateway.
+    pub origin: OwnedServerName,
+    /// The gateway it is for.
+    pub destination: OwnedServerName,
+    /// When the origin made it (ms since the epoch).
+    pub ts: u64,
+    /// What it carries.
+    pub body: Body,
+}
+
+/// A PDU in federation format (signed JSON).
+pub type RawPdu = Box<RawValue>;
+
+/// What a message carries. Durable messages (`Txn`, `Invite`) go with `PeerNet::send`;
+/// the others are requests and responses over reply blocks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// PDUs and EDUs for the destination (durable).
+    Txn {
+        /// Transaction id, unique per origin.
+        id: String,
+        /// PDUs, each with its `room_id`.
+        #[serde(default)]
+        pdus: Vec<RawPdu>,
+        /// Ephemeral data units.
+        #[serde(default)]
+        edus: Vec<Edu>,
+    },
+    /// An invite of one of the destination's users into a room it is not in (durable).
+    Invite {
+        /// The room's version.
+        room_version: RoomVersionId,
+        /// The invite PDU.
+        event: RawPdu,
+        /// Stripped state the invitee's client shows (name, avatar, join rules, ...).
+        invite_state: Vec<Value>,
+    },
+    /// Request: a template for a membership event of `user_id` in `room_id`.
+    MakeMembership {
+        /// The room.
+        room_id: OwnedRoomId,
+        /// The user (of the requesting gateway).
+        user_id: OwnedUserId,
+        /// `join` or `leave`.
+        membership: String,
+    },
+    /// Response to `MakeMembership`.
+    MembershipTemplate {
+        /// The room's version.
+        room_version: RoomVersionId,
+        /// The event to sign (no hashes, signatures or id yet).
+        event: Value,
+    },
+    /// Request: a signed membership event to add to the room.
+    SendMembership {
+        /// The room.
+        room_id: OwnedRoomId,
+        /// The signed event.
+        event: RawPdu,
+    },
+    /// Response to `SendMembership` for a join: the state before the join and its auth chain.
+    JoinedState {
+        /// The state events before the join.
+        state: Vec<RawPdu>,
+        /// The auth chain of the state and of the join.
+        auth_chain: Vec<RawPdu>,
+    },
+    /// Request: events between what the asker has and what it saw referenced.
+    MissingEvents {
+        /// The room.
+        room_id: OwnedRoomId,
+        /// Events the asker already has (the walk stops there).
+        earliest: Vec<OwnedEventId>,
+        /// Events whose ancestors are wanted.
+        latest: Vec<OwnedEventId>,
+        /// At most this many events.
+        limit: u32,
+    },
+    /// Response: events, oldest first.
+    Events {
+        /// The PDUs.
+        pdus: Vec<RawPdu>,
+    },
+    /// Request: which room an alias of the destination names.
+    QueryAlias {
+        /// The alias.
+        alias: OwnedRoomAliasId,
+    },
+    /// Response to `QueryAlias`.
+    Alias {
+        /// The room.
+        room_id: OwnedRoomId,
+        /// Gateways in the room that can be joined through.
+        servers: Vec<OwnedServerName>,
+    },
+    /// Request: a user's profile (only answered when the asker shares a room with the user).
+    QueryProfile {
+        /// The user.
+        user_id: OwnedUserId,
+    },
+    /// Response to `QueryProfile`.
+    Profile {
+        /// Display name.
+        displayname: Option<String>,
+        /// Avatar.
+        avatar_url: Option<String>,
+    },
+    /// Request: device keys of users of the destination.
+    QueryKeys {
+        /// User → devices (empty: all).
+        device_keys: BTreeMap<OwnedUserId, Vec<String>>,
+    },
+    /// Response to `QueryKeys`, in the CS API's `/keys/query` shape.
+    Keys {
+        /// The answer body.
+        body: Value,
+    },
+    /// Request: claim one-time keys of users of the destination.
+    ClaimKeys {
+        /// User → device → algorithm.
+        one_time_keys: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    },
+    /// Response to `ClaimKeys`, in the CS API's `/keys/claim` shape.
+    Claimed {
+        /// The answer body.
+        body: Value,
+    },
+    /// A request was refused.
+    Error {
+        /// Matrix-like error code (`M_FORBIDDEN`, `M_NOT_FOUND`, ...).
+        errcode: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Ephemeral data units.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "edu_type")]
+pub enum Edu {
+    /// A user started or stopped typing.
+    #[serde(rename = "m.typing")]
+    Typing {
+        /// The room.
+        room_id: OwnedRoomId,
+        /// The user (of the origin).
+        user_id: OwnedUserId,
+        /// Whether they type.
+        typing: bool,
+    },
+    /// A read receipt.
+    #[serde(rename = "m.receipt")]
+    Receipt {
+        /// The room.
+        room_id: OwnedRoomId,
+        /// The user (of the origin).
+        user_id: OwnedUserId,
+        /// The receipt type (`m.read`; private receipts never leave the gateway).
+        receipt_type: String,
+        /// The event read.
+        event_id: OwnedEventId,
+        /// The thread, if the receipt is threaded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_id: Option<String>,
+        /// When.
+        ts: u64,
+    },
+    /// To-device messages for users of the destination.
+    #[serde(rename = "m.direct_to_device")]
+    ToDevice {
+        /// The sender (of the origin).
+        sender: OwnedUserId,
+        /// Event type.
+        #[serde(rename = "type")]
+        kind: String,
+        /// Unique per sender: duplicates are dropped.
+        message_id: String,
+        /// User → device id (or `*`) → content.
+        messages: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
+    },
+    /// A user's devices or cross-signing keys changed: queries must ask again.
+    #[serde(rename = "m.device_list_update")]
+    DeviceListUpdate {
+        /// The user (of the origin).
+        user_id: OwnedUserId,
+    },
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// Too short, an unknown version, or not the envelope's JSON shape.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The origin is not a key-derived server name or the signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// The message is for another gateway.
+    #[error("message for {0}")]
+    WrongDestination(OwnedServerName),
+}
+
+impl WireError {
+    /// A short label for counters.
+    pub fn label(&self) -> &'static str {
+        match self {
+            WireError::Malformed(_) => "malformed",
+            WireError::BadSignature => "signature",
+            WireError::WrongDestination(_) => "destination",
+        }
+    }
+}
+
+/// Encodes and signs an envelope with this gateway's identity.
+pub fn encode(identity: &Identity, envelope: &Envelope) -> Vec<u8> {
+    // Serialising our own plain data types cannot fail.
+    let json = serde_json::to_vec(envelope).unwrap_or_default();
+    let mut signed = Vec::with_capacity(CONTEXT.len() + json.len());
+    signed.extend_from_slice(CONTEXT);
+    signed.extend_from_slice(&json);
+    let signature = identity.keypair().sign(&signed);
+    let mut out = Vec::with_capacity(1 + 64 + json.len());
+    out.push(VERSION);
+    out.extend_from_slice(signature.as_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Decodes a message for `me`, checking the version, the origin's signature and the
+/// destination.
+pub fn decode(me: &ServerName, bytes: &[u8]) -> Result<Envelope, WireError> {
+    let malformed = |m: &str| WireError::Malformed(m.to_owned());
+    if bytes.len() < 1 + 64 {
+        return Err(malformed("too short"));
+    }
+    if bytes[0] != VERSION {
+        return Err(WireError::Malformed(format!("unknown version {}", bytes[0])));
+    }
+    let signature: [u8; 64] = bytes[1..65]
+        .try_into()
+        .map_err(|_| malformed("signature"))?;
+    let json = &bytes[65..];
+    let envelope: Envelope =
+        serde_json::from_slice(json).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let key = key_for_server_name(&envelope.origin).ok_or(WireError::BadSignature)?;
+    let key = VerifyingKey::from_bytes(&key).map_err(|_| WireError::BadSignature)?;
+    let mut signed = Vec::with_capacity(CONTEXT.len() + json.len());
+    signed.extend_from_slice(CONTEXT);
+    signed.extend_from_slice(json);
+    key.verify_strict(&signed, &Signature::from_bytes(&signature))
+        .map_err(|_| WireError::BadSignature)?;
+    if envelope.destination != me {
+        return Err(WireError::WrongDestination(envelope.destination));
+    }
+    Ok(envelope)
+}

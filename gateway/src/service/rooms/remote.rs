@@ -1,0 +1,100 @@
+//! The port through which room use cases reach other gateways (implemented by peering).
+//!
+//! `service/` never imports `peering/`: a gateway is assembled with an `Arc<dyn Remote>`, the
+//! peering layer's handle when it runs on a network, [`NoRemote`] when it runs alone.
+
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, UserId};
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What room and key use cases need from other gateways.
+pub trait Remote: Send + Sync {
+    /// Joins `user` (local) to a room this gateway is not in, through one of `via`.
+    fn join<'a>(
+        &'a self,
+        room: &'a RoomId,
+        via: Vec<OwnedServerName>,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, ApiResult<()>>;
+
+    /// Leaves (or rejects an invite to) a room this gateway is not in, through one of `via`.
+    fn leave<'a>(
+        &'a self,
+        room: &'a RoomId,
+        via: Vec<OwnedServerName>,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, ApiResult<()>>;
+
+    /// Resolves an alias of another gateway: the room and gateways to join through.
+    fn resolve_alias<'a>(
+        &'a self,
+        alias: &'a RoomAliasId,
+    ) -> BoxFuture<'a, ApiResult<(OwnedRoomId, Vec<OwnedServerName>)>>;
+
+    /// A remote user's profile (`displayname`, `avatar_url`).
+    fn profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, ApiResult<Value>>;
+
+    /// `/keys/query` for users of other gateways: `{ user: [devices] }` → merged answer body.
+    fn query_keys<'a>(
+        &'a self,
+        users: Vec<(OwnedUserId, Vec<String>)>,
+    ) -> BoxFuture<'a, ApiResult<Value>>;
+
+    /// `/keys/claim` for users of other gateways: `{ user: { device: algorithm } }`.
+    fn claim_keys<'a>(&'a self, request: Value) -> BoxFuture<'a, ApiResult<Value>>;
+}
+
+/// A gateway on its own: every remote operation fails with a clear error.
+pub struct NoRemote;
+
+fn alone<T>() -> ApiResult<T> {
+    Err(ApiError::not_found(
+        "This gateway runs alone (no network): other gateways cannot be reached",
+    ))
+}
+
+impl Remote for NoRemote {
+    fn join<'a>(
+        &'a self,
+        _: &'a RoomId,
+        _: Vec<OwnedServerName>,
+        _: &'a UserId,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async { alone() })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        _: &'a RoomId,
+        _: Vec<OwnedServerName>,
+        _: &'a UserId,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async { alone() })
+    }
+
+    fn resolve_alias<'a>(
+        &'a self,
+        _: &'a RoomAliasId,
+    ) -> BoxFuture<'a, ApiResult<(OwnedRoomId, Vec<OwnedServerName>)>> {
+        Box::pin(async { alone() })
+    }
+
+    fn profile<'a>(&'a self, _: &'a UserId) -> BoxFuture<'a, ApiResult<Value>> {
+        Box::pin(async { alone() })
+    }
+
+    fn query_keys<'a>(
+        &'a self,
+        _: Vec<(OwnedUserId, Vec<String>)>,
+    ) -> BoxFuture<'a, ApiResult<Value>> {
+        Box::pin(async { alone() })
+    }
+
+    fn claim_keys<'a>(&'a self, _: Value) -> BoxFuture<'a, ApiResult<Value>> {
+        Box::pin(async { alone() })
+    }
+}
