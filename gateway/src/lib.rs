@@ -10,3 +10,4 @@ pub mod identity;
 pub mod peering;
 pub mod serve;
 pub mod service;
+pub mod up;
