@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Who may create accounts through `/register`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -60,6 +60,113 @@ pub struct GatewayConfig {
     pub header_read_timeout_secs: u64,
     /// Most open connections from one client address (more are closed at once).
     pub max_connections_per_ip: usize,
+    /// The mixnet this gateway joins (`[network]`); without it the gateway runs alone.
+    pub network: Option<NetworkConfig>,
+}
+
+/// The mixnet a gateway joins: the `[network]` table of `gateway.toml`, or a whole file of
+/// the same keys (`mixgate gateway --network FILE`; `mixgate up` writes one).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Directory authority addresses, tried in order.
+    pub directories: Vec<SocketAddr>,
+    /// The authorities' Ed25519 keys (64 hex characters each): documents must be signed by
+    /// `threshold` of them.
+    pub authorities: Vec<AuthorityKey>,
+    /// Distinct authority signatures a directory document needs (default: a strict majority
+    /// of `authorities`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<usize>,
+}
+
+/// A directory authority's Ed25519 key, written as 64 hex characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthorityKey(pub [u8; 32]);
+
+impl Serialize for AuthorityKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthorityKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode(text.as_bytes())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(AuthorityKey)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "expected an authority key of 64 hex characters, found {text:?}"
+                ))
+            })
+    }
+}
+
+impl NetworkConfig {
+    /// Reads a network file (`mixgate gateway --network FILE`, `DIR/network.toml` of
+    /// `mixgate up`): the keys of the `[network]` table at the top level.
+    pub fn from_file(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        let network: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        network.validate(file, "")?;
+        Ok(network)
+    }
+
+    /// The signature threshold in force: the configured one or a strict majority.
+    pub fn threshold(&self) -> usize {
+        self.threshold.unwrap_or(self.authorities.len() / 2 + 1)
+    }
+
+    /// Checks values that parse but cannot work; `prefix` is `network.` inside `gateway.toml`.
+    fn validate(&self, file: &Path, prefix: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, expected, found: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: if prefix.is_empty() {
+                key
+            } else {
+                match key {
+                    "directories" => "network.directories",
+                    "authorities" => "network.authorities",
+                    _ => "network.threshold",
+                }
+            },
+            expected,
+            found,
+        };
+        if self.directories.is_empty() {
+            return Err(invalid(
+                "directories",
+                "at least one directory address (\"host:port\")",
+                "an empty list".into(),
+            ));
+        }
+        if self.authorities.is_empty() {
+            return Err(invalid(
+                "authorities",
+                "at least one authority key (64 hex characters)",
+                "an empty list".into(),
+            ));
+        }
+        let threshold = self.threshold();
+        if threshold == 0 || threshold > self.authorities.len() {
+            return Err(invalid(
+                "threshold",
+                "between 1 and the number of authorities",
+                threshold.to_string(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +187,7 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             header_read_timeout_secs: 30,
             max_connections_per_ip: 64,
+            network: None,
         }
     }
 }
@@ -185,6 +293,9 @@ impl GatewayConfig {
                 ));
             }
         }
+        if let Some(network) = &self.network {
+            network.validate(file, "network.")?;
+        }
         if let Some(name) = &self.server_name {
             if ruma::ServerName::parse(name).is_err() {
                 return Err(invalid(
@@ -224,6 +335,57 @@ mod tests {
         let err = GatewayConfig::from_toml("max_upload_bytes = 0", Path::new("g.toml"))
             .expect_err("zero");
         assert!(err.to_string().contains("max_upload_bytes"));
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn network_table_and_file_parse() {
+        let text =
+            format!("[network]\ndirectories = [\"127.0.0.1:7000\"]\nauthorities = [\"{KEY}\"]\n");
+        let c = GatewayConfig::from_toml(&text, Path::new("g.toml")).expect("parse");
+        let n = c.network.expect("network");
+        assert_eq!(n.threshold(), 1);
+        assert_eq!(n.authorities, vec![AuthorityKey([0x11; 32])]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("network.toml");
+        std::fs::write(&file, toml::to_string(&n).expect("serialize")).expect("write");
+        assert_eq!(NetworkConfig::from_file(&file).expect("read back"), n);
+    }
+
+    #[test]
+    fn network_errors_name_file_and_key() {
+        let bad_key = "[network]\ndirectories = [\"127.0.0.1:7000\"]\nauthorities = [\"abc\"]\n";
+        let msg = GatewayConfig::from_toml(bad_key, Path::new("g.toml"))
+            .expect_err("short key")
+            .to_string();
+        assert!(
+            msg.contains("g.toml") && msg.contains("authorities") && msg.contains("64 hex"),
+            "{msg}"
+        );
+        let empty = format!("[network]\ndirectories = []\nauthorities = [\"{KEY}\"]\n");
+        let msg = GatewayConfig::from_toml(&empty, Path::new("g.toml"))
+            .expect_err("no directory")
+            .to_string();
+        assert!(msg.contains("network.directories"), "{msg}");
+        let high = format!(
+            "directories = [\"127.0.0.1:7000\"]\nauthorities = [\"{KEY}\"]\nthreshold = 2\n"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("net.toml");
+        std::fs::write(&file, high).expect("write");
+        let msg = NetworkConfig::from_file(&file)
+            .expect_err("threshold")
+            .to_string();
+        assert!(
+            msg.contains("net.toml") && msg.contains("`threshold`"),
+            "{msg}"
+        );
     }
 }
 

@@ -14,6 +14,9 @@ pub const KEY_VERSION: &str = "mixgate";
 /// A gateway's signing key and server name.
 pub struct Identity {
     keypair: Ed25519KeyPair,
+    /// The same key as `keypair`, for signing what is not a Matrix object (the directory
+    /// descriptor) and deriving the transport seeds.
+    signing_key: ed25519_dalek::SigningKey,
     server_name: OwnedServerName,
     /// Whether the server name is derived from the key (false for a configured local name).
     key_derived: bool,
@@ -95,6 +98,12 @@ impl Identity {
                 message: e.to_string(),
             }
         })?;
+        let signing_key = signing_key_from_der(der, &keypair.public_key()).ok_or_else(|| {
+            IdentityError::BadKey {
+                path: path.to_owned(),
+                message: "no Ed25519 seed matching the public key".to_owned(),
+            }
+        })?;
         let derived = server_name_for_key(&keypair.public_key());
         let (server_name, key_derived) = match local_name {
             Some(name) => (
@@ -108,6 +117,7 @@ impl Identity {
         };
         Ok(Self {
             keypair,
+            signing_key,
             server_name,
             key_derived,
         })
@@ -116,6 +126,12 @@ impl Identity {
     /// The signing key pair.
     pub fn keypair(&self) -> &Ed25519KeyPair {
         &self.keypair
+    }
+
+    /// The identity key as an `ed25519-dalek` key: signs the gateway's directory descriptor
+    /// and seeds its transport keys (`peering::net::mixnet`).
+    pub fn signing_key(&self) -> &ed25519_dalek::SigningKey {
+        &self.signing_key
     }
 
     /// The Matrix server name of this gateway.
@@ -132,6 +148,17 @@ impl Identity {
     pub fn public_key_base64(&self) -> Base64 {
         Base64::new(self.keypair.public_key().to_vec())
     }
+}
+
+/// The 32-byte Ed25519 seed inside a PKCS#8 document (v1 or v2: the private key is the
+/// OCTET STRING `04 20 <seed>` wrapped in the OCTET STRING `04 22`), checked against the
+/// public key ruma parsed from the same document.
+fn signing_key_from_der(der: &[u8], public: &[u8; 32]) -> Option<ed25519_dalek::SigningKey> {
+    const PREFIX: [u8; 4] = [0x04, 0x22, 0x04, 0x20];
+    let at = der.windows(PREFIX.len()).position(|w| w == PREFIX)? + PREFIX.len();
+    let seed: [u8; 32] = der.get(at..at + 32)?.try_into().ok()?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    (key.verifying_key().as_bytes() == public).then_some(key)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -161,6 +188,15 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)));
         assert_eq!(key_for_server_name(name), Some(id.keypair().public_key()));
+    }
+
+    #[test]
+    fn signing_key_is_the_identity_key() {
+        let id = Identity::generate(None).expect("generate");
+        assert_eq!(
+            id.signing_key().verifying_key().to_bytes(),
+            id.keypair().public_key()
+        );
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod identity;
 pub mod peering;
 pub mod serve;
 pub mod service;
+pub mod up;

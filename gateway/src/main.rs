@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway::config::{GatewayConfig, RegistrationMode};
+use gateway::config::{GatewayConfig, NetworkConfig, RegistrationMode};
 
 /// mixgate: a Matrix homeserver gateway over a mixnet.
 #[derive(Parser)]
@@ -58,18 +58,31 @@ impl GatewayArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run everything on this machine with embedded defaults: a gateway on
-    /// http://127.0.0.1:8008 with open registration and data under ./mixgate-data.
+    /// Run a whole local network on this machine: a directory authority, 3 mix layers × 2
+    /// mix nodes, 2 providers and N gateways with open registration on
+    /// http://127.0.0.1:PORT … PORT+N-1, all data under DIR. Prints the gateways and one JSON
+    /// ready line, and writes DIR/network.toml for gateways started separately.
     Up {
-        /// Data folder.
+        /// Data folder of the whole network.
         #[arg(long, default_value = "mixgate-data")]
         data: PathBuf,
-        /// Listen address of the gateway.
-        #[arg(long, default_value = "127.0.0.1:8008")]
-        listen: std::net::SocketAddr,
+        /// Client-server API port of the first gateway (gateway i listens on PORT + i).
+        #[arg(long, default_value_t = 8008)]
+        base_port: u16,
+        /// Number of gateways (0: only the mixnet).
+        #[arg(long, default_value_t = 2)]
+        gateways: usize,
     },
     /// Run a gateway: the homeserver Matrix clients talk to.
-    Gateway(GatewayArgs),
+    Gateway {
+        #[command(flatten)]
+        args: GatewayArgs,
+        /// Join the mixnet this file describes (`network.toml` as written by `mixgate up`, or
+        /// the keys of a `[network]` table); overrides `[network]` in the config file.
+        /// Without a network the gateway runs alone.
+        #[arg(long)]
+        network: Option<PathBuf>,
+    },
     /// Run a mix node of the mixnet (`config/mixnode.toml`).
     Mixnode {
         /// Node config file.
@@ -167,8 +180,11 @@ async fn admin(args: &GatewayArgs, task: AdminTask) -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Gateway(args) => {
-            let config = args.load()?;
+        Command::Gateway { args, network } => {
+            let mut config = args.load()?;
+            if let Some(file) = network {
+                config.network = Some(NetworkConfig::from_file(&file)?);
+            }
             gateway::serve::run(config).await
         }
         Command::Admin { gateway, task } => admin(&gateway, task).await,
@@ -200,14 +216,17 @@ async fn run() -> anyhow::Result<()> {
             transport::directory::run_directory(cfg).await?;
             Ok(())
         }
-        Command::Up { data, listen } => {
-            let config = GatewayConfig {
-                listen,
-                data_dir: data,
-                registration: RegistrationMode::Open,
-                ..GatewayConfig::default()
-            };
-            gateway::serve::run(config).await
+        Command::Up {
+            data,
+            base_port,
+            gateways,
+        } => {
+            gateway::up::run(gateway::up::UpOptions {
+                data,
+                base_port,
+                gateways,
+            })
+            .await
         }
     }
 }

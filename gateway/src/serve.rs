@@ -8,7 +8,10 @@ use crate::{
     config::GatewayConfig,
     peering::{
         self,
-        net::{PeerInbox, PeerNet},
+        net::{
+            mixnet::{MixnetNet, MixnetOptions},
+            PeerInbox, PeerNet,
+        },
     },
     service::Gateway,
 };
@@ -48,20 +51,62 @@ pub async fn start_peered(
     config: GatewayConfig,
     link: Option<PeerLink>,
 ) -> anyhow::Result<Running> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let gateway = match link {
-        Some(link) => {
-            let (remote, commands) = peering::channel();
-            let gateway =
-                Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
-            peering::spawn(gateway.clone(), link.net, link.inbox, commands);
-            gateway
+    let listener = bind(&config).await?;
+    let (remote, commands) = peering::channel();
+    let gateway = Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
+    serve(listener, gateway, link.map(|l| (l, commands)))
+}
+
+/// Opens the gateway and starts serving in the background; if its config names a network
+/// (`[network]`, `mixgate gateway --network`), it first joins that mixnet and peers over it,
+/// otherwise it runs alone and says so.
+pub async fn start_joined(config: GatewayConfig) -> anyhow::Result<Running> {
+    let listener = bind(&config).await?;
+    let (remote, commands) = peering::channel();
+    let gateway = Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
+    let link = match &gateway.config.network {
+        Some(network) => {
+            let (net, inbox) = MixnetNet::start(
+                &gateway.identity,
+                gateway.db.clone(),
+                network,
+                MixnetOptions::default(),
+            )
+            .await
+            .with_context(|| {
+                format!("joining the mixnet (directories {:?})", network.directories)
+            })?;
+            Some(PeerLink {
+                net,
+                inbox: Box::new(inbox),
+            })
         }
-        None => Gateway::open(config).context("opening the gateway")?,
+        None => {
+            tracing::info!(
+                "no network configured ([network] or --network): this gateway runs alone and \
+                 shares rooms with no other gateway"
+            );
+            None
+        }
     };
+    serve(listener, gateway, link.map(|l| (l, commands)))
+}
+
+async fn bind(config: &GatewayConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    link: Option<(PeerLink, peering::Commands)>,
+) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    if let Some((link, commands)) = link {
+        peering::spawn(gateway.clone(), link.net, link.inbox, commands);
+    }
     let app = crate::api::router(gateway.clone());
     let limits = crate::http_limits::HttpLimits::from_config(&gateway.config);
     let task = tokio::spawn(crate::http_limits::serve(listener, app, limits));
@@ -74,7 +119,7 @@ pub async fn start_peered(
 
 /// Runs a gateway until Ctrl-C.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
-    let running = start(config).await?;
+    let running = start_joined(config).await?;
     tracing::info!(
         addr = %running.addr,
         server_name = %running.gateway.server_name(),

@@ -10,6 +10,7 @@
 //! gateways without sockets).
 
 pub mod memory;
+pub mod mixnet;
 
 use std::{future::Future, pin::Pin, time::Duration};
 

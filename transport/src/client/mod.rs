@@ -199,12 +199,58 @@ pub struct Received {
 }
 
 /// A running client. Dropping it stops all its tasks.
+///
+/// Sending needs `&self` and receiving `&mut self`; an application with many senders and one
+/// receiving loop calls [`Client::split`] to get a cloneable [`ClientSender`] and a
+/// [`ClientReceiver`].
 pub struct Client {
-    engine: Arc<engine::Engine>,
+    sender: ClientSender,
     incoming: mpsc::Receiver<Received>,
     resumed: Vec<SendHandle>,
     resumed_requests: Vec<RequestHandle>,
-    _tasks: JoinSet<()>,
+}
+
+/// Keeps a client's tasks alive while any half of it exists (dropping the last one aborts
+/// them all).
+struct Tasks {
+    _set: std::sync::Mutex<JoinSet<()>>,
+}
+
+/// The sending half of a [`Client`] (see [`Client::split`]): sends, requests, responses,
+/// confirmations and the directory document. Cheap to clone; the client runs while any clone
+/// or the [`ClientReceiver`] exists.
+#[derive(Clone)]
+pub struct ClientSender {
+    engine: Arc<engine::Engine>,
+    _tasks: Arc<Tasks>,
+}
+
+/// The receiving half of a [`Client`] (see [`Client::split`]): received messages in arrival
+/// order.
+pub struct ClientReceiver {
+    incoming: mpsc::Receiver<Received>,
+    _tasks: Arc<Tasks>,
+}
+
+impl std::fmt::Debug for ClientSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSender")
+            .field("address", &self.engine.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClientReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientReceiver").finish_non_exhaustive()
+    }
+}
+
+impl ClientReceiver {
+    /// The next received message; `None` once the client has stopped.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.incoming.recv().await
+    }
 }
 
 impl Client {
@@ -212,12 +258,29 @@ impl Client {
     pub async fn start(cfg: ClientConfig) -> Result<Client, ClientError> {
         let s = engine::Engine::start(cfg).await?;
         Ok(Client {
-            engine: s.engine,
+            sender: ClientSender {
+                engine: s.engine,
+                _tasks: Arc::new(Tasks {
+                    _set: std::sync::Mutex::new(s.tasks),
+                }),
+            },
             incoming: s.incoming,
             resumed: s.resumed,
             resumed_requests: s.resumed_requests,
-            _tasks: s.tasks,
         })
+    }
+
+    /// Splits the client into a cloneable sending half and the receiving half, like tokio's
+    /// `TcpStream::into_split`. Take the resumed handles ([`Client::take_resumed`],
+    /// [`Client::take_resumed_requests`]) first: they are dropped here (which does not cancel
+    /// their messages). The client keeps running until both halves (and every clone of the
+    /// sender) are dropped.
+    pub fn split(self) -> (ClientSender, ClientReceiver) {
+        let receiver = ClientReceiver {
+            incoming: self.incoming,
+            _tasks: Arc::clone(&self.sender._tasks),
+        };
+        (self.sender, receiver)
     }
 
     /// Handles of the messages found in the outbox at start and sent again (oldest first);
@@ -234,24 +297,30 @@ impl Client {
 
     /// This client's address.
     pub fn address(&self) -> Address {
-        self.engine.address.clone()
+        self.sender.address()
     }
 
     /// The directory document in use (refreshed periodically): nodes, parameters and the
     /// published gateway descriptors.
     pub fn document(&self) -> Arc<crate::directory::Document> {
-        self.engine.current_document()
+        self.sender.document()
+    }
+
+    /// Fetches the directory document now instead of waiting for the next periodic refresh
+    /// (for example when a peer's descriptor is not in the current one yet).
+    pub async fn refresh_document(&self) -> Result<Arc<crate::directory::Document>, ClientError> {
+        self.sender.refresh_document().await
     }
 
     /// Counters.
     pub fn stats(&self) -> Arc<ClientStats> {
-        self.engine.stats.clone()
+        self.sender.stats()
     }
 
     /// Queues a message (up to 64 KiB) for `to`. It is durable in the outbox when this
     /// returns; the handle reports the [`Outcome`].
     pub async fn send(&self, to: &Address, bytes: Vec<u8>) -> Result<SendHandle, ClientError> {
-        self.engine.send(to, bytes).await
+        self.sender.send(to, bytes).await
     }
 
     /// The next received message.
@@ -268,10 +337,7 @@ impl Client {
         max_response: usize,
         wait: Duration,
     ) -> Result<Vec<u8>, ClientError> {
-        self.send_request(to, bytes, max_response, wait)
-            .await?
-            .response()
-            .await
+        self.sender.request(to, bytes, max_response, wait).await
     }
 
     /// Sends a request like [`Client::request`] and returns once it is durable in the outbox;
@@ -284,7 +350,7 @@ impl Client {
         max_response: usize,
         wait: Duration,
     ) -> Result<RequestHandle, ClientError> {
-        self.engine
+        self.sender
             .send_request(to, bytes, max_response, wait)
             .await
     }
@@ -293,10 +359,74 @@ impl Client {
     /// its id as received (durably), lets the provider forget its packets and confirms it to
     /// the sender.
     pub fn confirm(&self, id: MsgId) {
-        self.engine.confirm(id);
+        self.sender.confirm(id);
     }
 
     /// Answers a request on the reply blocks it carried.
+    pub fn respond(&self, token: ReplyToken, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.sender.respond(token, bytes)
+    }
+}
+
+impl ClientSender {
+    /// This client's address.
+    pub fn address(&self) -> Address {
+        self.engine.address.clone()
+    }
+
+    /// The directory document in use (see [`Client::document`]).
+    pub fn document(&self) -> Arc<crate::directory::Document> {
+        self.engine.current_document()
+    }
+
+    /// Fetches the directory document now (see [`Client::refresh_document`]).
+    pub async fn refresh_document(&self) -> Result<Arc<crate::directory::Document>, ClientError> {
+        self.engine.refresh_once().await
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<ClientStats> {
+        self.engine.stats.clone()
+    }
+
+    /// Queues a message (see [`Client::send`]).
+    pub async fn send(&self, to: &Address, bytes: Vec<u8>) -> Result<SendHandle, ClientError> {
+        self.engine.send(to, bytes).await
+    }
+
+    /// Sends a request and waits for its response (see [`Client::request`]).
+    pub async fn request(
+        &self,
+        to: &Address,
+        bytes: Vec<u8>,
+        max_response: usize,
+        wait: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.send_request(to, bytes, max_response, wait)
+            .await?
+            .response()
+            .await
+    }
+
+    /// Sends a durable request (see [`Client::send_request`]).
+    pub async fn send_request(
+        &self,
+        to: &Address,
+        bytes: Vec<u8>,
+        max_response: usize,
+        wait: Duration,
+    ) -> Result<RequestHandle, ClientError> {
+        self.engine
+            .send_request(to, bytes, max_response, wait)
+            .await
+    }
+
+    /// Confirms a received message (see [`Client::confirm`]).
+    pub fn confirm(&self, id: MsgId) {
+        self.engine.confirm(id);
+    }
+
+    /// Answers a request (see [`Client::respond`]).
     pub fn respond(&self, token: ReplyToken, bytes: Vec<u8>) -> Result<(), ClientError> {
         self.engine.respond(token, bytes)
     }

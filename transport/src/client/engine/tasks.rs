@@ -118,38 +118,52 @@ pub(super) async fn timer(e: Arc<Engine>) {
 pub(super) async fn refresh(e: Arc<Engine>) {
     loop {
         tokio::time::sleep(e.cfg.refresh).await;
-        match fetch(&e.cfg).await {
-            Ok(d) if complete_topology(&d, Some(e.address.provider)) => {
-                // Tabulate the new epoch's node keys off the async threads (about 1 ms each),
-                // so the Poisson stream does not pause on the first packets of the epoch.
-                let prep = Arc::clone(&e);
-                let keys: Vec<[u8; 32]> = d.nodes.iter().map(|n| n.mix_key).collect();
-                let prepared = tokio::task::spawn_blocking(move || {
-                    for k in &keys {
-                        if prep.packets.tables().prepare(k).is_err() {
-                            debug!("directory lists a node key that cannot be a mix key");
-                        }
-                    }
-                })
-                .await;
-                if prepared.is_err() {
-                    debug!("key table preparation did not finish");
-                }
-                *e.doc.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d);
+        match e.refresh_once().await {
+            Ok(_) | Err(ClientError::Topology(_)) => {}
+            Err(err @ ClientError::Directory(DirectoryError::Io(_))) => {
+                debug!("directory refresh failed: {err}");
             }
-            Ok(_) => {
-                ClientStats::inc(&e.stats.bad_documents);
-                warn!("directory document lacks a complete topology; keeping the old one");
-            }
-            Err(err) => {
-                if matches!(err, ClientError::Directory(DirectoryError::Io(_))) {
-                    debug!("directory refresh failed: {err}");
-                } else {
-                    ClientStats::inc(&e.stats.bad_documents);
-                    warn!("directory document refused: {err}");
-                }
-            }
+            Err(err) => warn!("directory document refused: {err}"),
         }
+    }
+}
+
+impl Engine {
+    /// Fetches the directory document once and, if it is complete, makes it the one in use.
+    /// A refused or incomplete document is counted and the old one kept.
+    pub(crate) async fn refresh_once(self: &Arc<Self>) -> Result<Arc<Document>, ClientError> {
+        let d = match fetch(&self.cfg).await {
+            Ok(d) => d,
+            Err(err) => {
+                if !matches!(err, ClientError::Directory(DirectoryError::Io(_))) {
+                    ClientStats::inc(&self.stats.bad_documents);
+                }
+                return Err(err);
+            }
+        };
+        if !complete_topology(&d, Some(self.address.provider)) {
+            ClientStats::inc(&self.stats.bad_documents);
+            warn!("directory document lacks a complete topology; keeping the old one");
+            return Err(ClientError::Topology("incomplete"));
+        }
+        // Tabulate the new epoch's node keys off the async threads (about 1 ms each), so the
+        // Poisson stream does not pause on the first packets of the epoch.
+        let prep = Arc::clone(self);
+        let keys: Vec<[u8; 32]> = d.nodes.iter().map(|n| n.mix_key).collect();
+        let prepared = tokio::task::spawn_blocking(move || {
+            for k in &keys {
+                if prep.packets.tables().prepare(k).is_err() {
+                    debug!("directory lists a node key that cannot be a mix key");
+                }
+            }
+        })
+        .await;
+        if prepared.is_err() {
+            debug!("key table preparation did not finish");
+        }
+        let d = Arc::new(d);
+        *self.doc.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&d);
+        Ok(d)
     }
 }
 
