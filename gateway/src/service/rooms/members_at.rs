@@ -56,12 +56,28 @@ impl Rooms {
     }
 
     /// Every member of `room` as of stream position `pos` (their last membership at or before
-    /// it).
+    /// it; `u64::MAX` is now).
     pub fn members_at(
         &self,
         room: &RoomId,
         pos: u64,
     ) -> ApiResult<BTreeMap<OwnedUserId, MemberAt>> {
+        if pos == u64::MAX {
+            // Now: the current member index, no history scan.
+            let mut out = BTreeMap::new();
+            for (user, entry) in self.members(room)? {
+                if let Some(state) = self.state_entry(room, "m.room.member", user.as_str())? {
+                    out.insert(
+                        user,
+                        MemberAt {
+                            membership: entry.membership,
+                            event_id: state.event_id,
+                        },
+                    );
+                }
+            }
+            return Ok(out);
+        }
         let prefix = sep_prefix(room.as_bytes());
         let mut latest: BTreeMap<OwnedUserId, (u64, String)> = BTreeMap::new();
         for (k, membership) in self.t.membership_history.scan_prefix(&self.db, &prefix)? {
