@@ -242,3 +242,7 @@ pub fn decode(me: &ServerName, bytes: &[u8]) -> Result<Envelope, WireError> {
     }
     Ok(envelope)
 }
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;
