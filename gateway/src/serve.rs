@@ -52,8 +52,9 @@ pub async fn start_peered(
     link: Option<PeerLink>,
 ) -> anyhow::Result<Running> {
     let listener = bind(&config).await?;
-    let gateway = Gateway::open(config).context("opening the gateway")?;
-    serve(listener, gateway, link)
+    let (remote, commands) = peering::channel();
+    let gateway = Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
+    serve(listener, gateway, link.map(|l| (l, commands)))
 }
 
 /// Opens the gateway and starts serving in the background; if its config names a network
@@ -61,7 +62,8 @@ pub async fn start_peered(
 /// otherwise it runs alone and says so.
 pub async fn start_joined(config: GatewayConfig) -> anyhow::Result<Running> {
     let listener = bind(&config).await?;
-    let gateway = Gateway::open(config).context("opening the gateway")?;
+    let (remote, commands) = peering::channel();
+    let gateway = Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
     let link = match &gateway.config.network {
         Some(network) => {
             let (net, inbox) = MixnetNet::start(
@@ -87,7 +89,7 @@ pub async fn start_joined(config: GatewayConfig) -> anyhow::Result<Running> {
             None
         }
     };
-    serve(listener, gateway, link)
+    serve(listener, gateway, link.map(|l| (l, commands)))
 }
 
 async fn bind(config: &GatewayConfig) -> anyhow::Result<tokio::net::TcpListener> {
@@ -99,11 +101,11 @@ async fn bind(config: &GatewayConfig) -> anyhow::Result<tokio::net::TcpListener>
 fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
-    link: Option<PeerLink>,
+    link: Option<(PeerLink, peering::Commands)>,
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    if let Some(link) = link {
-        peering::spawn(gateway.clone(), link.net, link.inbox);
+    if let Some((link, commands)) = link {
+        peering::spawn(gateway.clone(), link.net, link.inbox, commands);
     }
     let app =
         crate::api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -149,15 +149,17 @@ where
             None => None,
         };
         let ip = client_ip(&parts);
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), gw)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::too_large("Request body too large")
-                } else {
-                    ApiError::bad_request(rejection.body_text())
-                }
-            })?;
+        // JSON bodies are read only up to their cap (media uploads do not come through here).
+        let limit = crate::service::limits::MAX_JSON_BODY_BYTES.min(gw.config.max_request_bytes);
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            match e
+                .into_inner()
+                .downcast::<http_body_util::LengthLimitError>()
+            {
+                Ok(_) => ApiError::too_large("Request body too large"),
+                Err(other) => ApiError::bad_request(format!("Cannot read the body: {other}")),
+            }
+        })?;
         let (bytes, json) =
             if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
                 (bytes, None)

@@ -90,8 +90,10 @@ async fn query_keys(
         .iter()
         .map(|(u, ds)| (u.clone(), ds.iter().map(|d| d.to_string()).collect()))
         .collect();
-    let found = gw.keys.query(&gw.users, &caller.user_id, &wanted)?;
+    let (found, failures) =
+        crate::service::keys::federated::query(&gw, &caller.user_id, &wanted).await?;
     let mut res = query::Response::new();
+    res.failures = convert(&failures)?;
     res.device_keys = convert(&found.device_keys)?;
     res.master_keys = convert(&found.master_keys)?;
     res.self_signing_keys = convert(&found.self_signing_keys)?;
@@ -117,8 +119,10 @@ async fn claim_keys(
             )
         })
         .collect();
-    let claimed = gw.keys.claim(&wanted).await?;
-    Ok(RumaResponse(claim::Response::new(convert(&claimed)?)))
+    let (claimed, failures) = crate::service::keys::federated::claim(&gw, &wanted).await?;
+    let mut res = claim::Response::new(convert(&claimed)?);
+    res.failures = convert(&failures)?;
+    Ok(RumaResponse(res))
 }
 
 async fn key_changes(

@@ -26,80 +26,15 @@ use ruma::{
 };
 use serde_json::{json, Value};
 
-use super::{add, Caller, Ruma, RumaResponse, RumaResult};
+use super::{add, Ruma, RumaResponse, RumaResult};
 use crate::{
     error::{ApiError, ApiResult},
-    service::{filter::EventFilter, rooms::Pdu, Gateway},
+    service::{
+        filter::EventFilter,
+        rooms::{send::send_event, Pdu},
+        Gateway,
+    },
 };
-
-/// Appends an event from `caller`, idempotent per `(device, txn_id)` when one is given.
-pub(crate) async fn send_event(
-    gw: &Gateway,
-    caller: &Caller,
-    room: &RoomId,
-    kind: &str,
-    state_key: Option<&str>,
-    content: Value,
-    txn_id: Option<&str>,
-) -> ApiResult<OwnedEventId> {
-    if let Some(txn) = txn_id {
-        if let Some(existing) =
-            gw.rooms
-                .txn_event(&caller.user_id, caller.device_id.as_str(), txn)?
-        {
-            return Ok(existing);
-        }
-    }
-    if gw.rooms.meta(room)?.is_none() {
-        return Err(ApiError::forbidden("Unknown room or not a member"));
-    }
-    let (event_id, _) = gw
-        .rooms
-        .write(room, None, |t| {
-            if let Some(txn) = txn_id {
-                // Checked again under the write lock: concurrent retries must not duplicate.
-                if let Some(existing) =
-                    gw.rooms
-                        .txn_event(&caller.user_id, caller.device_id.as_str(), txn)?
-                {
-                    return Ok(existing);
-                }
-            }
-            let txn_ref = txn_id.map(|t| (&*caller.user_id, caller.device_id.as_str(), t));
-            if kind == "m.room.redaction" {
-                check_redaction(t, &caller.user_id, &content)?;
-            }
-            Ok(
-                t.append(&caller.user_id, kind, state_key, content, txn_ref)?
-                    .event_id,
-            )
-        })
-        .await?;
-    Ok(event_id)
-}
-
-/// Only the original sender or someone with the `redact` power level may redact an event.
-fn check_redaction(
-    t: &crate::service::rooms::RoomTxn<'_>,
-    sender: &UserId,
-    content: &Value,
-) -> ApiResult<()> {
-    let target = content
-        .get("redacts")
-        .and_then(Value::as_str)
-        .and_then(|s| ruma::EventId::parse(s).ok())
-        .ok_or_else(|| ApiError::bad_json("Redaction without a valid `redacts`"))?;
-    let Some((target_pdu, _)) = t.pdu(&target)? else {
-        return Err(ApiError::not_found("Unknown event"));
-    };
-    if target_pdu.room_id != t.room_id() {
-        return Err(ApiError::not_found("Unknown event"));
-    }
-    if target_pdu.sender != sender && t.power_level(sender)? < t.required_level("redact", 50)? {
-        return Err(ApiError::forbidden("You may not redact this event"));
-    }
-    Ok(())
-}
 
 fn content_of(raw: &serde_json::value::RawValue) -> ApiResult<Value> {
     let v: Value = serde_json::from_str(raw.get())?;
@@ -138,9 +73,6 @@ async fn put_state(
     let b = &req.body;
     let content = content_of(b.body.json())?;
     let kind = b.event_type.to_string();
-    if kind == "m.room.create" {
-        return Err(ApiError::forbidden("m.room.create cannot be changed"));
-    }
     // Unchanged state is not sent again (Element re-sends e.g. its own member event).
     if let Some((pdu, _)) = gw.rooms.state_pdu(&b.room_id, &kind, &b.state_key)? {
         if pdu.sender == caller.user_id && pdu.content_value() == content {
@@ -426,6 +358,7 @@ async fn set_typing(
     gw.ephemeral
         .set_typing(&b.room_id, &caller.user_id, timeout)
         .await?;
+    crate::service::edus::typing(&gw, &b.room_id, &caller.user_id, timeout.is_some()).await?;
     Ok(RumaResponse(typing::Response::new()))
 }
 
@@ -454,8 +387,13 @@ async fn store_marker(
     match kind {
         "m.read" | "m.read.private" => {
             gw.ephemeral
-                .set_receipt(room, user, kind, event_id, thread)
-                .await
+                .set_receipt(room, user, kind, event_id, thread.clone())
+                .await?;
+            // Private receipts never leave the gateway.
+            if kind == "m.read" {
+                crate::service::edus::receipt(gw, room, user, event_id, thread).await?;
+            }
+            Ok(())
         }
         "m.fully_read" => gw.ephemeral.set_fully_read(room, user, event_id).await,
         other => Err(ApiError::invalid_param(format!(

@@ -10,6 +10,8 @@ mod extract;
 mod filter;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod hardening_tests;
 mod keys;
 mod media;
 mod message;

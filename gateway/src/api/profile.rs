@@ -83,10 +83,23 @@ pub fn lookup(gw: &Gateway, requester: &UserId, user: &UserId) -> ApiResult<Opti
 }
 
 /// The profile of `user` for an authenticated request (401 without a token, 404 if unknown).
-fn known(gw: &Gateway, parts: &Parts, user: &UserId) -> ApiResult<Profile> {
+/// A user of another gateway that no shared room shows is asked of their gateway, which
+/// answers only if a user of this gateway shares a room with them.
+async fn known(gw: &Gateway, parts: &Parts, user: &UserId) -> ApiResult<Profile> {
     let caller = authenticate(gw, parts, true)?
         .ok_or_else(|| ApiError::missing_token("Missing access token"))?;
-    lookup(gw, &caller.user_id, user)?.ok_or_else(|| ApiError::not_found("Profile not found"))
+    if let Some(profile) = lookup(gw, &caller.user_id, user)? {
+        return Ok(profile);
+    }
+    if user.server_name() == gw.server_name() {
+        return Err(ApiError::not_found("Profile not found"));
+    }
+    let remote = gw.remote.profile(user).await?;
+    let field = |k: &str| remote.get(k).and_then(Value::as_str).map(str::to_owned);
+    Ok(Profile {
+        displayname: field("displayname"),
+        avatar_url: field("avatar_url"),
+    })
 }
 
 /// Which profile field a change sets.
@@ -173,7 +186,7 @@ async fn profile(
     parts: Parts,
     req: Ruma<get_profile::Request>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(known(&gw, &parts, &req.body.user_id)?.to_json()))
+    Ok(Json(known(&gw, &parts, &req.body.user_id).await?.to_json()))
 }
 
 async fn display_name(
@@ -181,7 +194,7 @@ async fn display_name(
     parts: Parts,
     req: Ruma<get_name::Request>,
 ) -> ApiResult<Json<Value>> {
-    let p = known(&gw, &parts, &req.body.user_id)?;
+    let p = known(&gw, &parts, &req.body.user_id).await?;
     Ok(Json(match p.displayname {
         Some(n) => json!({ "displayname": n }),
         None => json!({}),
@@ -193,7 +206,7 @@ async fn avatar_url(
     parts: Parts,
     req: Ruma<get_avatar::Request>,
 ) -> ApiResult<Json<Value>> {
-    let p = known(&gw, &parts, &req.body.user_id)?;
+    let p = known(&gw, &parts, &req.body.user_id).await?;
     Ok(Json(match p.avatar_url {
         Some(a) => json!({ "avatar_url": a }),
         None => json!({}),

@@ -23,14 +23,17 @@ use ruma::{
         },
         room::{aliases::v3 as room_aliases, create_room::v3 as create_room, Visibility},
     },
-    OwnedRoomId, RoomId, UserId,
+    OwnedRoomId, RoomId,
 };
 use serde_json::{json, Map, Value};
 
-use super::{add, Caller, Ruma, RumaResponse, RumaResult};
+use super::{add, Ruma, RumaResponse, RumaResult};
 use crate::{
     error::{ApiError, ApiResult},
-    service::{rooms::CreateRoom, Gateway},
+    service::{
+        rooms::{limits, membership, CreateRoom},
+        Gateway,
+    },
 };
 
 async fn create(
@@ -68,6 +71,7 @@ async fn create(
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_json("initial_state event without type"))?;
         let sk = ev.get("state_key").and_then(Value::as_str).unwrap_or("");
+        limits::check_event_identifiers(ty, Some(sk))?;
         let content = ev.get("content").cloned().unwrap_or_else(|| json!({}));
         initial_state.push((ty.to_owned(), sk.to_owned(), content));
     }
@@ -83,7 +87,7 @@ async fn create(
         None => None,
     };
     for invitee in &body.invite {
-        check_invitee(&gw, invitee)?;
+        membership::check_invitee(&gw, invitee)?;
     }
     let profile = gw.users.get(&caller.user_id)?;
     let spec = CreateRoom {
@@ -103,7 +107,9 @@ async fn create(
     };
     let room_id = gw.rooms.create(&caller.user_id, spec).await?;
     if let Some(alias) = alias {
-        gw.rooms.set_alias(&alias, &room_id).await?;
+        gw.rooms
+            .create_alias_as(&caller.user_id, &alias, &room_id)
+            .await?;
     }
     if body.visibility == Visibility::Public {
         gw.rooms.set_public(&room_id, true).await?;
@@ -111,83 +117,14 @@ async fn create(
     Ok(RumaResponse(create_room::Response::new(room_id)))
 }
 
-/// Invitees must be known here or belong to another gateway.
-fn check_invitee(gw: &Gateway, user: &UserId) -> ApiResult<()> {
-    if user.server_name() == gw.server_name() && !gw.users.exists(user)? {
-        return Err(ApiError::not_found(format!("Unknown user {user}")));
-    }
-    Ok(())
-}
-
-/// Appends a membership event for `target` sent by `sender`.
-async fn set_membership(
-    gw: &Gateway,
-    room: &RoomId,
-    sender: &UserId,
-    target: &UserId,
-    membership: &str,
-    reason: Option<&str>,
-) -> ApiResult<()> {
-    if gw.rooms.meta(room)?.is_none() {
-        return Err(ApiError::not_found("Unknown room"));
-    }
-    let mut content = json!({ "membership": membership });
-    if membership == "join" || (membership == "invite" && target == sender) {
-        if let Some(profile) = gw.users.get(target)? {
-            if let Some(name) = profile.displayname {
-                content["displayname"] = json!(name);
-            }
-            if let Some(avatar) = profile.avatar_url {
-                content["avatar_url"] = json!(avatar);
-            }
-        }
-    }
-    if let Some(reason) = reason {
-        content["reason"] = json!(reason);
-    }
-    gw.rooms
-        .write(room, None, |txn| {
-            // Keep `is_direct` of the invite when joining, as clients expect.
-            if membership == "join" {
-                if let Some(prev) = txn.state_content("m.room.member", target.as_str())? {
-                    if prev.get("is_direct") == Some(&json!(true)) {
-                        content["is_direct"] = json!(true);
-                    }
-                }
-            }
-            txn.append(
-                sender,
-                "m.room.member",
-                Some(target.as_str()),
-                content,
-                None,
-            )
-        })
-        .await?;
-    Ok(())
-}
-
-async fn join_room(
-    gw: &Gateway,
-    caller: &Caller,
-    room: &RoomId,
-    reason: Option<&str>,
-) -> ApiResult<()> {
-    if gw.rooms.membership(room, &caller.user_id)?.as_deref() == Some("join") {
-        return Ok(());
-    }
-    set_membership(gw, room, &caller.user_id, &caller.user_id, "join", reason).await
-}
-
 async fn join_id(
     State(gw): State<Arc<Gateway>>,
     req: Ruma<join_by_id::Request>,
 ) -> RumaResult<join_by_id::Response> {
     let caller = req.caller()?;
-    join_room(&gw, caller, &req.body.room_id, req.body.reason.as_deref()).await?;
-    Ok(RumaResponse(join_by_id::Response::new(
-        req.body.room_id.clone(),
-    )))
+    let b = &req.body;
+    membership::join(&gw, &caller.user_id, &b.room_id, b.reason.as_deref()).await?;
+    Ok(RumaResponse(join_by_id::Response::new(b.room_id.clone())))
 }
 
 async fn join_alias(
@@ -195,14 +132,27 @@ async fn join_alias(
     req: Ruma<join_by_alias::Request>,
 ) -> RumaResult<join_by_alias::Response> {
     let caller = req.caller()?;
+    let mut via = req.body.via.clone();
     let room_id: OwnedRoomId = match <&RoomId>::try_from(&*req.body.room_id_or_alias) {
         Ok(id) => id.to_owned(),
+        Err(alias) if alias.server_name() != gw.server_name() => {
+            let (room, servers) = gw.remote.resolve_alias(alias).await?;
+            via.extend(servers);
+            room
+        }
         Err(alias) => gw
             .rooms
             .resolve_alias(alias)?
             .ok_or_else(|| ApiError::not_found("Unknown room alias"))?,
     };
-    join_room(&gw, caller, &room_id, req.body.reason.as_deref()).await?;
+    membership::join_via(
+        &gw,
+        &caller.user_id,
+        &room_id,
+        req.body.reason.as_deref(),
+        &via,
+    )
+    .await?;
     Ok(RumaResponse(join_by_alias::Response::new(room_id)))
 }
 
@@ -214,15 +164,11 @@ async fn invite_user(
     let invite::InvitationRecipient::UserId(recipient) = &req.body.recipient else {
         return Err(ApiError::forbidden("Third-party invites are not supported"));
     };
-    check_invitee(&gw, &recipient.user_id)?;
-    gw.rooms
-        .require_joined(&req.body.room_id, &caller.user_id)?;
-    set_membership(
+    membership::invite(
         &gw,
-        &req.body.room_id,
         &caller.user_id,
+        &req.body.room_id,
         &recipient.user_id,
-        "invite",
         recipient.reason.as_deref(),
     )
     .await?;
@@ -234,25 +180,8 @@ async fn leave_room(
     req: Ruma<leave::Request>,
 ) -> RumaResult<leave::Response> {
     let caller = req.caller()?;
-    match gw
-        .rooms
-        .membership(&req.body.room_id, &caller.user_id)?
-        .as_deref()
-    {
-        Some("join" | "invite" | "knock") => {
-            set_membership(
-                &gw,
-                &req.body.room_id,
-                &caller.user_id,
-                &caller.user_id,
-                "leave",
-                req.body.reason.as_deref(),
-            )
-            .await?
-        }
-        Some(_) => {}
-        None => return Err(ApiError::not_found("You are not in this room")),
-    }
+    let b = &req.body;
+    membership::leave(&gw, &caller.user_id, &b.room_id, b.reason.as_deref()).await?;
     Ok(RumaResponse(leave::Response::new()))
 }
 
@@ -278,20 +207,13 @@ async fn kick_user(
     req: Ruma<kick::Request>,
 ) -> RumaResult<kick::Response> {
     let caller = req.caller()?;
-    if gw
-        .rooms
-        .membership(&req.body.room_id, &req.body.user_id)?
-        .is_none()
-    {
-        return Err(ApiError::forbidden("The user is not in this room"));
-    }
-    set_membership(
+    let b = &req.body;
+    membership::kick(
         &gw,
-        &req.body.room_id,
         &caller.user_id,
-        &req.body.user_id,
-        "leave",
-        req.body.reason.as_deref(),
+        &b.room_id,
+        &b.user_id,
+        b.reason.as_deref(),
     )
     .await?;
     Ok(RumaResponse(kick::Response::new()))
@@ -302,13 +224,13 @@ async fn ban_user(
     req: Ruma<ban::Request>,
 ) -> RumaResult<ban::Response> {
     let caller = req.caller()?;
-    set_membership(
+    let b = &req.body;
+    membership::ban(
         &gw,
-        &req.body.room_id,
         &caller.user_id,
-        &req.body.user_id,
-        "ban",
-        req.body.reason.as_deref(),
+        &b.room_id,
+        &b.user_id,
+        b.reason.as_deref(),
     )
     .await?;
     Ok(RumaResponse(ban::Response::new()))
@@ -319,21 +241,13 @@ async fn unban_user(
     req: Ruma<unban::Request>,
 ) -> RumaResult<unban::Response> {
     let caller = req.caller()?;
-    if gw
-        .rooms
-        .membership(&req.body.room_id, &req.body.user_id)?
-        .as_deref()
-        != Some("ban")
-    {
-        return Err(ApiError::forbidden("The user is not banned"));
-    }
-    set_membership(
+    let b = &req.body;
+    membership::unban(
         &gw,
-        &req.body.room_id,
         &caller.user_id,
-        &req.body.user_id,
-        "leave",
-        req.body.reason.as_deref(),
+        &b.room_id,
+        &b.user_id,
+        b.reason.as_deref(),
     )
     .await?;
     Ok(RumaResponse(unban::Response::new()))
@@ -349,29 +263,17 @@ async fn list_joined_rooms(
     )))
 }
 
-/// Fails unless the user is or was a member (may read the member list).
-fn require_member_or_former(gw: &Gateway, room: &RoomId, user: &UserId) -> ApiResult<()> {
-    match gw.rooms.membership(room, user)?.as_deref() {
-        Some("join" | "leave" | "ban") => Ok(()),
-        _ if gw
-            .rooms
-            .state_content(room, "m.room.history_visibility", "")?
-            .and_then(|c| c.get("history_visibility").cloned())
-            == Some(json!("world_readable")) =>
-        {
-            Ok(())
-        }
-        _ => Err(ApiError::forbidden("You are not a member of this room")),
-    }
-}
-
 async fn get_members(
     State(gw): State<Arc<Gateway>>,
     req: Ruma<members::Request>,
 ) -> ApiResult<Json<Value>> {
     let caller = req.caller()?;
     let room = &req.body.room_id;
-    require_member_or_former(&gw, room, &caller.user_id)?;
+    let horizon = gw
+        .rooms
+        .member_list_horizon(room, &caller.user_id)?
+        .ok_or_else(|| ApiError::forbidden("You are not a member of this room"))?;
+    let at = super::message::parse_token(req.body.at.as_deref())?.unwrap_or(u64::MAX);
     let want = req.body.membership.as_ref().map(|m| m.as_str().to_owned());
     let not = req
         .body
@@ -379,13 +281,13 @@ async fn get_members(
         .as_ref()
         .map(|m| m.as_str().to_owned());
     let mut chunk = Vec::new();
-    for (user, entry) in gw.rooms.members(room)? {
+    for (_, entry) in gw.rooms.members_at(room, horizon.min(at))? {
         if want.as_ref().is_some_and(|w| *w != entry.membership)
             || not.as_ref().is_some_and(|n| *n == entry.membership)
         {
             continue;
         }
-        if let Some((pdu, stored)) = gw.rooms.state_pdu(room, "m.room.member", user.as_str())? {
+        if let Some((pdu, stored)) = gw.rooms.get_pdu(&entry.event_id)? {
             chunk.push(pdu.to_client_event(&stored, None));
         }
     }
@@ -398,7 +300,8 @@ async fn get_joined_members(
 ) -> ApiResult<Json<Value>> {
     let caller = req.caller()?;
     let room = &req.body.room_id;
-    require_member_or_former(&gw, room, &caller.user_id)?;
+    // The spec: the current members only, for current members only.
+    gw.rooms.require_joined(room, &caller.user_id)?;
     let mut joined = Map::new();
     for (user, entry) in gw.rooms.members(room)? {
         if entry.membership != "join" {
@@ -421,13 +324,8 @@ async fn put_alias(
     req: Ruma<create_alias::Request>,
 ) -> RumaResult<create_alias::Response> {
     let caller = req.caller()?;
-    if req.body.room_alias.server_name() != gw.server_name() {
-        return Err(ApiError::invalid_param("Alias must be on this server"));
-    }
     gw.rooms
-        .require_joined(&req.body.room_id, &caller.user_id)?;
-    gw.rooms
-        .set_alias(&req.body.room_alias, &req.body.room_id)
+        .create_alias_as(&caller.user_id, &req.body.room_alias, &req.body.room_id)
         .await?;
     Ok(RumaResponse(create_alias::Response::new()))
 }
@@ -436,14 +334,18 @@ async fn resolve_alias(
     State(gw): State<Arc<Gateway>>,
     req: Ruma<get_alias::Request>,
 ) -> RumaResult<get_alias::Response> {
+    let alias = &req.body.room_alias;
+    if alias.server_name() != gw.server_name() {
+        let (room, servers) = gw.remote.resolve_alias(alias).await?;
+        return Ok(RumaResponse(get_alias::Response::new(room, servers)));
+    }
     let room = gw
         .rooms
-        .resolve_alias(&req.body.room_alias)?
+        .resolve_alias(alias)?
         .ok_or_else(|| ApiError::not_found("Unknown room alias"))?;
-    Ok(RumaResponse(get_alias::Response::new(
-        room,
-        vec![gw.server_name().to_owned()],
-    )))
+    let mut servers = vec![gw.server_name().to_owned()];
+    servers.extend(gw.rooms.member_servers(&room)?);
+    Ok(RumaResponse(get_alias::Response::new(room, servers)))
 }
 
 async fn remove_alias(
@@ -451,12 +353,9 @@ async fn remove_alias(
     req: Ruma<delete_alias::Request>,
 ) -> RumaResult<delete_alias::Response> {
     let caller = req.caller()?;
-    let room = gw
-        .rooms
-        .resolve_alias(&req.body.room_alias)?
-        .ok_or_else(|| ApiError::not_found("Unknown room alias"))?;
-    gw.rooms.require_joined(&room, &caller.user_id)?;
-    gw.rooms.remove_alias(&req.body.room_alias).await?;
+    gw.rooms
+        .delete_alias_as(&caller.user_id, &req.body.room_alias)
+        .await?;
     Ok(RumaResponse(delete_alias::Response::new()))
 }
 
@@ -465,7 +364,14 @@ async fn list_aliases(
     req: Ruma<room_aliases::Request>,
 ) -> RumaResult<room_aliases::Response> {
     let caller = req.caller()?;
-    require_member_or_former(&gw, &req.body.room_id, &caller.user_id)?;
+    // Current aliases are current state: members and world-readable rooms only.
+    if gw
+        .rooms
+        .member_list_horizon(&req.body.room_id, &caller.user_id)?
+        != Some(u64::MAX)
+    {
+        return Err(ApiError::forbidden("You are not a member of this room"));
+    }
     Ok(RumaResponse(room_aliases::Response::new(
         gw.rooms.aliases_of(&req.body.room_id)?,
     )))
@@ -491,10 +397,9 @@ async fn set_room_visibility(
     req: Ruma<set_visibility::Request>,
 ) -> RumaResult<set_visibility::Response> {
     let caller = req.caller()?;
+    let public = req.body.visibility == Visibility::Public;
     gw.rooms
-        .require_joined(&req.body.room_id, &caller.user_id)?;
-    gw.rooms
-        .set_public(&req.body.room_id, req.body.visibility == Visibility::Public)
+        .set_public_as(&caller.user_id, &req.body.room_id, public)
         .await?;
     Ok(RumaResponse(set_visibility::Response::new()))
 }

@@ -43,6 +43,15 @@ async fn send_to_device(
             &messages,
         )
         .await?;
+    crate::service::edus::to_device(
+        &gw,
+        &caller.user_id,
+        caller.device_id.as_str(),
+        req.body.txn_id.as_str(),
+        &req.body.event_type.to_string(),
+        &messages,
+    )
+    .await?;
     Ok(RumaResponse(send::Response::new()))
 }
 

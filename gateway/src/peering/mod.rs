@@ -1,24 +1,136 @@
 //! Peering: the second front door, beside `api/`. Other gateways reach this gateway's rooms
 //! through it, over the mixnet only; it calls the same services the CS API calls and is never
 //! imported by them.
+//!
+//! - [`outbound`]: a stream consumer that sends every event this gateway signs to the gateways
+//!   of the room's members, after a durable cursor.
+//! - [`inbound`]: decodes and authenticates each message, hands PDUs to the rooms' ingest door,
+//!   and confirms a message only once what it carried is stored; answers requests.
+//! - [`handshake`]: joining and leaving rooms that live on other gateways.
+//! - [`remote`]: the handle the services use to reach other gateways
+//!   (`service::rooms::remote::Remote`), and the worker that carries out its commands.
+//! - [`wire`]: the versioned, signed message format.
+//!
+//! Peering holds the whole `Arc<Gateway>` (a departure from the proposed narrow handles,
+//! recorded in `gateway/README.md`); services reach peering only through the `Remote` port, a
+//! command channel, so there is no reference cycle.
 
+pub mod edu;
+pub mod handshake;
+pub mod inbound;
 pub mod net;
+pub mod outbound;
+pub mod remote;
+pub mod stats;
+#[cfg(test)]
+mod tests;
+pub mod wire;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
+
+use ruma::{MilliSecondsSinceUnixEpoch, ServerName};
 
 use crate::service::Gateway;
-use net::{PeerInbox, PeerNet};
+use net::{NetError, PeerInbox, PeerNet, MAX_MESSAGE};
+pub use remote::{channel, Commands, RemoteHandle};
+pub use stats::PeeringStats;
+use wire::{Body, Envelope};
 
-/// Starts peering for `gateway` on a network: the outbound sender and the inbound loop run as
-/// background tasks for as long as the runtime does.
-pub fn spawn(gateway: Arc<Gateway>, net: Arc<dyn PeerNet>, mut inbox: Box<dyn PeerInbox>) {
-    // The room exchange lands here next; until then received messages are confirmed and
-    // dropped with a log line, so a peer's outbox does not grow.
-    let _ = gateway;
-    tokio::spawn(async move {
-        while let Some(msg) = inbox.next().await {
-            tracing::debug!(bytes = msg.bytes.len(), "peer message not handled yet");
-            net.confirm(msg.id);
+/// How long a request waits for its answer.
+pub const REQUEST_WAIT: Duration = Duration::from_secs(30);
+
+/// What every part of peering shares.
+pub struct Peer {
+    /// The gateway whose rooms are shared.
+    pub gw: Arc<Gateway>,
+    /// The network to other gateways.
+    pub net: Arc<dyn PeerNet>,
+    /// Counters.
+    pub stats: Arc<PeeringStats>,
+}
+
+/// A request that got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The network failed (unknown peer, timeout, stopped).
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The answer did not decode or came from someone else.
+    #[error("bad answer: {0}")]
+    BadAnswer(String),
+    /// The peer refused.
+    #[error("{errcode}: {error}")]
+    Refused {
+        /// Its error code.
+        errcode: String,
+        /// Its reason.
+        error: String,
+    },
+}
+
+impl Peer {
+    fn envelope(&self, to: &ServerName, body: Body) -> Envelope {
+        Envelope {
+            origin: self.gw.server_name().to_owned(),
+            destination: to.to_owned(),
+            ts: u64::from(MilliSecondsSinceUnixEpoch::now().get()),
+            body,
         }
+    }
+
+    /// Encodes and signs `body` for `to`.
+    pub fn encode(&self, to: &ServerName, body: Body) -> Vec<u8> {
+        wire::encode(&self.gw.identity, &self.envelope(to, body))
+    }
+
+    /// Sends `body` to `to` durably.
+    pub async fn send(&self, to: &ServerName, body: Body) -> Result<(), NetError> {
+        let bytes = self.encode(to, body);
+        self.stats.sent(bytes.len());
+        self.net.send(to, bytes).await
+    }
+
+    /// Asks `to` and returns its answer (an `Error` answer becomes [`AskError::Refused`]).
+    pub async fn ask(&self, to: &ServerName, body: Body) -> Result<Body, AskError> {
+        let bytes = self.encode(to, body);
+        self.stats.sent(bytes.len());
+        let answer = self
+            .net
+            .request(to, bytes, MAX_MESSAGE, REQUEST_WAIT)
+            .await?;
+        let envelope = wire::decode(self.gw.server_name(), &answer)
+            .map_err(|e| AskError::BadAnswer(e.to_string()))?;
+        if envelope.origin != to {
+            return Err(AskError::BadAnswer(format!(
+                "answer signed by {} instead of {to}",
+                envelope.origin
+            )));
+        }
+        match envelope.body {
+            Body::Error { errcode, error } => Err(AskError::Refused { errcode, error }),
+            body => Ok(body),
+        }
+    }
+}
+
+/// Starts peering for `gateway` on a network: the outbound sender, the inbound loop and the
+/// worker for the services' remote commands run as background tasks. Returns the counters.
+pub fn spawn(
+    gateway: Arc<Gateway>,
+    net: Arc<dyn PeerNet>,
+    inbox: Box<dyn PeerInbox>,
+    commands: Commands,
+) -> Arc<PeeringStats> {
+    let stats = Arc::new(PeeringStats::default());
+    let peer = Arc::new(Peer {
+        gw: gateway,
+        net,
+        stats: stats.clone(),
     });
+    tokio::spawn(outbound::run(peer.clone()));
+    tokio::spawn(outbound::run_edus(peer.clone()));
+    tokio::spawn(outbound::retry(peer.clone()));
+    tokio::spawn(inbound::run(peer.clone(), inbox));
+    tokio::spawn(remote::serve(peer, commands));
+    stats
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! message   = version (1 byte, 0x01) ‖ signature (64) ‖ envelope (UTF-8 JSON)
 //! signature = Ed25519 by the origin's identity key over  "mixgate-peering-v1" ‖ envelope
-//! envelope  = { "origin", "destination", "ts", "body": { "kind": ..., ... } }
+//! envelope  = { "origin", "destination", "ts", "body": { "<kind>": { ... } } }
 //! ```
 //!
 //! The origin's key is its server name (server name = key), so a message is authenticated
@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use ruma::{
-    signatures::KeyPair, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName,
-    OwnedUserId, RoomVersionId, ServerName,
+    signatures::KeyPair, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    RoomVersionId, ServerName,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue, Value};
@@ -30,7 +30,7 @@ pub const VERSION: u8 = 1;
 const CONTEXT: &[u8] = b"mixgate-peering-v1";
 
 /// A decoded, authenticated message.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     /// The sending gateway.
     pub origin: OwnedServerName,
@@ -47,8 +47,8 @@ pub type RawPdu = Box<RawValue>;
 
 /// What a message carries. Durable messages (`Txn`, `Invite`) go with `PeerNet::send`;
 /// the others are requests and responses over reply blocks.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Body {
     /// PDUs and EDUs for the destination (durable).
     Txn {
@@ -169,57 +169,7 @@ pub enum Body {
     },
 }
 
-/// Ephemeral data units.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "edu_type")]
-pub enum Edu {
-    /// A user started or stopped typing.
-    #[serde(rename = "m.typing")]
-    Typing {
-        /// The room.
-        room_id: OwnedRoomId,
-        /// The user (of the origin).
-        user_id: OwnedUserId,
-        /// Whether they type.
-        typing: bool,
-    },
-    /// A read receipt.
-    #[serde(rename = "m.receipt")]
-    Receipt {
-        /// The room.
-        room_id: OwnedRoomId,
-        /// The user (of the origin).
-        user_id: OwnedUserId,
-        /// The receipt type (`m.read`; private receipts never leave the gateway).
-        receipt_type: String,
-        /// The event read.
-        event_id: OwnedEventId,
-        /// The thread, if the receipt is threaded.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        thread_id: Option<String>,
-        /// When.
-        ts: u64,
-    },
-    /// To-device messages for users of the destination.
-    #[serde(rename = "m.direct_to_device")]
-    ToDevice {
-        /// The sender (of the origin).
-        sender: OwnedUserId,
-        /// Event type.
-        #[serde(rename = "type")]
-        kind: String,
-        /// Unique per sender: duplicates are dropped.
-        message_id: String,
-        /// User → device id (or `*`) → content.
-        messages: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
-    },
-    /// A user's devices or cross-signing keys changed: queries must ask again.
-    #[serde(rename = "m.device_list_update")]
-    DeviceListUpdate {
-        /// The user (of the origin).
-        user_id: OwnedUserId,
-    },
-}
+pub use crate::service::edus::Edu;
 
 /// Why a message could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -269,7 +219,10 @@ pub fn decode(me: &ServerName, bytes: &[u8]) -> Result<Envelope, WireError> {
         return Err(malformed("too short"));
     }
     if bytes[0] != VERSION {
-        return Err(WireError::Malformed(format!("unknown version {}", bytes[0])));
+        return Err(WireError::Malformed(format!(
+            "unknown version {}",
+            bytes[0]
+        )));
     }
     let signature: [u8; 64] = bytes[1..65]
         .try_into()
@@ -289,3 +242,7 @@ pub fn decode(me: &ServerName, bytes: &[u8]) -> Result<Envelope, WireError> {
     }
     Ok(envelope)
 }
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use storage::{key, u64_be, u64_from_be, Batch, Db, Table};
 
-use super::{stream::Stream, users::random_string};
+use super::{limits, stream::Stream, users::random_string};
 use crate::error::{ApiError, ApiResult};
 
 /// The account data type holding push rules.
@@ -138,6 +138,7 @@ impl AccountData {
                 if !content.is_object() {
                     return Err(ApiError::bad_json("Account data must be a JSON object"));
                 }
+                limits::check_size("Account data", &content, limits::MAX_ACCOUNT_DATA_BYTES)?;
                 let pos = positions.next();
                 if let Some(old) = old {
                     self.changes
@@ -247,6 +248,7 @@ impl AccountData {
 
     /// Stores a filter exactly as given and returns its new id.
     pub async fn create_filter(&self, user: &UserId, filter: &Value) -> ApiResult<String> {
+        limits::check_size("A filter", filter, limits::MAX_FILTER_BYTES)?;
         let id = random_string(12);
         let mut b = Batch::new();
         self.filters
@@ -271,6 +273,7 @@ impl AccountData {
         pushkey: &str,
         pusher: &Value,
     ) -> ApiResult<()> {
+        limits::check_size("A pusher", pusher, limits::MAX_PUSHER_BYTES)?;
         let mut b = Batch::new();
         self.pushers.put(
             &mut b,

@@ -170,6 +170,11 @@ impl Backup {
 
     /// Creates a new backup version, which becomes the current one.
     pub async fn create_version(&self, user: &UserId, body: &Value) -> ApiResult<String> {
+        super::limits::check_size(
+            "A backup version",
+            body,
+            super::limits::MAX_BACKUP_OBJECT_BYTES,
+        )?;
         let algorithm = check_algorithm(body)?;
         let _guard = self.lock.lock().await;
         let v = self
@@ -221,6 +226,11 @@ impl Backup {
         version: &str,
         body: &Value,
     ) -> ApiResult<()> {
+        super::limits::check_size(
+            "A backup version",
+            body,
+            super::limits::MAX_BACKUP_OBJECT_BYTES,
+        )?;
         let algorithm = check_algorithm(body)?;
         let _guard = self.lock.lock().await;
         let (v, mut record) = self.existing(user, version)?;
@@ -281,6 +291,11 @@ impl Backup {
                 if !data.is_object() {
                     return Err(ApiError::bad_json("Key data must be an object"));
                 }
+                super::limits::check_size(
+                    "A backed-up key",
+                    data,
+                    super::limits::MAX_BACKUP_OBJECT_BYTES,
+                )?;
                 let k = key(&[
                     user.as_bytes(),
                     &u64_be(v),

@@ -6,9 +6,11 @@
 pub mod account_data;
 pub mod backup;
 pub mod caller;
+pub mod edus;
 pub mod ephemeral;
 pub mod filter;
 pub mod keys;
+pub mod limits;
 pub mod media;
 pub mod presence;
 pub mod push_eval;
@@ -62,6 +64,8 @@ pub struct Gateway {
     pub media: media::Media,
     /// Presence statuses (memory only).
     pub presence: presence::Presence,
+    /// EDUs waiting for peering to send them.
+    pub edus: edus::EduQueue,
     /// Other gateways, reached through peering (or [`rooms::remote::NoRemote`] alone).
     pub remote: Arc<dyn rooms::remote::Remote>,
 }
@@ -131,6 +135,7 @@ impl Gateway {
                 config.auth_attempts_per_minute,
                 std::time::Duration::from_secs(60),
             ),
+            edus: edus::EduQueue::new(db.clone(), stream.clone()),
             remote,
             config,
             identity,

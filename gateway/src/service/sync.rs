@@ -149,7 +149,7 @@ fn build(
                 }
             }
             "invite" if ur.pos > since || req.since.is_none() => {
-                invite.insert(room.to_string(), invited_room(gw, &room)?);
+                invite.insert(room.to_string(), invited_room(gw, user, &room)?);
             }
             "leave" | "ban" if ur.pos > since && (req.since.is_some() || filter.include_leave) => {
                 leave.insert(
@@ -553,8 +553,14 @@ impl UnreadCache {
     }
 }
 
-/// Stripped state shown with an invite.
-pub(crate) fn invited_room(gw: &Gateway, room: &RoomId) -> ApiResult<Value> {
+/// Stripped state shown with an invite of `user`.
+pub(crate) fn invited_room(gw: &Gateway, user: &UserId, room: &RoomId) -> ApiResult<Value> {
+    // An invite into a room on other gateways only: the state the inviter sent.
+    if gw.rooms.meta(room)?.is_none() {
+        if let Some(invite) = gw.rooms.remote_invite(user, room)? {
+            return Ok(json!({ "invite_state": { "events": invite.invite_state } }));
+        }
+    }
     let mut events = Vec::new();
     for ((ty, _), entry) in gw.rooms.current_state(room)? {
         let shown = matches!(

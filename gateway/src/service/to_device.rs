@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use storage::{key, u64_be, u64_from_be, Batch, Db, Table};
 
-use super::{stream::Stream, users::Users};
+use super::{limits, stream::Stream, users::Users};
 use crate::error::ApiResult;
 
 /// A stored to-device message.
@@ -104,6 +104,13 @@ impl ToDevice {
         if self.txns.get(&self.db, &txn_key)?.is_some() {
             return Ok(false);
         }
+        for content in messages.values().flat_map(BTreeMap::values) {
+            limits::check_size(
+                "A to-device message",
+                content,
+                limits::MAX_TO_DEVICE_CONTENT_BYTES,
+            )?;
+        }
         let mut deliveries: Vec<(OwnedUserId, OwnedDeviceId, Value)> = Vec::new();
         for (user, targets) in messages {
             if user.server_name() != server_name {
@@ -135,7 +142,21 @@ impl ToDevice {
                     return Ok(false);
                 }
                 let mut last = self.stream.current();
+                let mut queued: BTreeMap<(&UserId, &str), usize> = BTreeMap::new();
                 for (user, device, content) in &deliveries {
+                    // A full inbox takes nothing more until its device syncs (as for an
+                    // unknown device, the message is dropped for that device only).
+                    let n = match queued.entry((user, device.as_str())) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(self.queued_up_to_cap(user, device.as_str())?)
+                        }
+                    };
+                    if *n >= limits::MAX_TO_DEVICE_QUEUE {
+                        tracing::warn!(recipient = %user, device = %device, "to-device inbox full; message dropped");
+                        continue;
+                    }
+                    *n += 1;
                     last = positions.next();
                     let mut k = inbox_prefix(user, device.as_str());
                     k.extend_from_slice(&u64_be(last));
@@ -192,6 +213,7 @@ impl ToDevice {
         let start = acknowledged.map_or(0, |p| p.saturating_add(1));
         let mut out = Vec::new();
         let mut upto = None;
+        let mut bytes = 0;
         if limit > 0 {
             for (k, msg) in self
                 .inbox
@@ -201,8 +223,15 @@ impl ToDevice {
                 if pos > to {
                     break;
                 }
+                let event =
+                    json!({ "type": msg.kind, "sender": msg.sender, "content": msg.content });
+                // One response carries a bounded amount; the rest waits for the next sync.
+                bytes += limits::json_size(&event);
+                if bytes > limits::MAX_TO_DEVICE_SYNC_BYTES && !out.is_empty() {
+                    break;
+                }
                 upto = Some(pos);
-                out.push(json!({ "type": msg.kind, "sender": msg.sender, "content": msg.content }));
+                out.push(event);
             }
         }
         if let Some(upto) = upto {
@@ -239,6 +268,21 @@ impl ToDevice {
             .raw()
             .range(&self.db, &prefix, &u64_be(start), false, 1)?
             .is_empty())
+    }
+
+    /// Messages waiting for a device, counted up to [`limits::MAX_TO_DEVICE_QUEUE`].
+    fn queued_up_to_cap(&self, user_id: &UserId, device_id: &str) -> ApiResult<usize> {
+        Ok(self
+            .inbox
+            .raw()
+            .range(
+                &self.db,
+                &inbox_prefix(user_id, device_id),
+                &[],
+                false,
+                limits::MAX_TO_DEVICE_QUEUE,
+            )?
+            .len())
     }
 
     /// Number of messages waiting for a device (delivered but unacknowledged ones included).

@@ -238,6 +238,7 @@ impl Users {
         display_name: Option<String>,
         ip: Option<String>,
     ) -> ApiResult<(OwnedDeviceId, String)> {
+        super::limits::check_device_name(display_name.as_deref())?;
         let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase().into());
         let token = format!("mgt_{}", random_string(40));
         let hash = token_hash(&token);
@@ -301,6 +302,7 @@ impl Users {
         device_id: &str,
         name: Option<String>,
     ) -> ApiResult<()> {
+        super::limits::check_device_name(name.as_deref())?;
         let dkey = key(&[user_id.as_bytes(), device_id.as_bytes()]);
         let mut record = self
             .devices

@@ -90,6 +90,11 @@ fn only_key(object: &Value) -> Option<(String, String)> {
 
 /// Checks the shape of an uploaded cross-signing key.
 fn check_shape(object: &Value, user: &UserId, kind: CrossSigningKind) -> ApiResult<()> {
+    crate::service::limits::check_size(
+        "A cross-signing key",
+        object,
+        crate::service::limits::MAX_KEY_OBJECT_BYTES,
+    )?;
     if object.get("user_id").and_then(Value::as_str) != Some(user.as_str()) {
         return Err(ApiError::invalid_param(format!(
             "{} key belongs to another user",
@@ -353,6 +358,13 @@ impl Keys {
         caller: &UserId,
         signed: &BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
     ) -> ApiResult<BTreeMap<OwnedUserId, BTreeMap<String, SignatureFailure>>> {
+        for uploaded in signed.values().flat_map(BTreeMap::values) {
+            crate::service::limits::check_size(
+                "A signed key",
+                uploaded,
+                crate::service::limits::MAX_KEY_OBJECT_BYTES,
+            )?;
+        }
         let _guard = self.lock.lock().await;
         let mut failures: BTreeMap<OwnedUserId, BTreeMap<String, SignatureFailure>> =
             BTreeMap::new();

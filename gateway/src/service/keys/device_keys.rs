@@ -9,7 +9,7 @@ use storage::key;
 use super::{device_prefix, user_prefix, CrossSigningKind, Keys};
 use crate::{
     error::{ApiError, ApiResult},
-    service::users::Users,
+    service::{limits, users::Users},
 };
 
 /// What a `/keys/upload` request carries, as JSON objects.
@@ -21,6 +21,22 @@ pub struct KeysUpload {
     pub one_time_keys: BTreeMap<String, Value>,
     /// Fallback keys by full key id; each replaces the fallback key of its algorithm.
     pub fallback_keys: BTreeMap<String, Value>,
+}
+
+/// 413 `M_TOO_LARGE` if the device keys or any one-time or fallback key is over
+/// [`limits::MAX_KEY_OBJECT_BYTES`] (they are served to everyone who queries the user).
+fn check_upload_sizes(upload: &KeysUpload) -> ApiResult<()> {
+    if let Some(keys) = &upload.device_keys {
+        limits::check_size("Device keys", keys, limits::MAX_KEY_OBJECT_BYTES)?;
+    }
+    for key in upload
+        .one_time_keys
+        .values()
+        .chain(upload.fallback_keys.values())
+    {
+        limits::check_size("A one-time key", key, limits::MAX_KEY_OBJECT_BYTES)?;
+    }
+    Ok(())
 }
 
 /// The answer to a `/keys/query`.
@@ -98,7 +114,20 @@ impl Keys {
         device: &str,
         upload: KeysUpload,
     ) -> ApiResult<BTreeMap<String, u64>> {
+        check_upload_sizes(&upload)?;
         let _guard = self.lock.lock().await;
+        if !upload.one_time_keys.is_empty() {
+            let stored: u64 = self.one_time_key_counts(user, device)?.values().sum();
+            let total = usize::try_from(stored)
+                .unwrap_or(usize::MAX)
+                .saturating_add(upload.one_time_keys.len());
+            if total > limits::MAX_ONE_TIME_KEYS_PER_DEVICE {
+                return Err(ApiError::too_large(format!(
+                    "A device may store at most {} one-time keys",
+                    limits::MAX_ONE_TIME_KEYS_PER_DEVICE
+                )));
+            }
+        }
         let dkey = key(&[user.as_bytes(), device.as_bytes()]);
         let mut new_device_keys = None;
         // A device that re-registers with new identity keys (a client that lost its store but

@@ -13,6 +13,7 @@
 mod changes;
 mod cross_signing;
 mod device_keys;
+pub mod federated;
 mod one_time;
 mod signatures;
 

@@ -34,6 +34,16 @@ impl Rooms {
             .collect())
     }
 
+    /// The room's forward extremities.
+    pub fn heads(&self, room_id: &RoomId) -> ApiResult<Vec<OwnedEventId>> {
+        Ok(self
+            .t
+            .heads
+            .get(&self.db, room_id.as_bytes())?
+            .map(|h| h.events)
+            .unwrap_or_default())
+    }
+
     /// Gateways with a joined or invited member in the room now (this one excluded).
     pub fn member_servers(&self, room_id: &RoomId) -> ApiResult<BTreeSet<OwnedServerName>> {
         let me = self.identity.server_name();
@@ -94,6 +104,27 @@ impl Rooms {
                     },
                 )?;
                 self.t.remote_invites.put(batch, &k, &invite)?;
+                // The invite event itself, for whoever reads it by id (not part of any DAG here).
+                if self
+                    .t
+                    .pdus
+                    .get(&self.db, invite.event_id.as_bytes())?
+                    .is_none()
+                {
+                    self.t.pdus.put(
+                        batch,
+                        invite.event_id.as_bytes(),
+                        &StoredPdu {
+                            json: invite.event.clone(),
+                            pos,
+                            txn: None,
+                            redacted_because: None,
+                            state_before: None,
+                            state_after: None,
+                            status: EventStatus::Outlier,
+                        },
+                    )?;
+                }
                 Ok(())
             })
             .await?;

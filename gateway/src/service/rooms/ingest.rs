@@ -311,6 +311,7 @@ impl RoomTxn<'_> {
         if let Err(reason) = self.auth_against_state(&incoming.pdu, &state) {
             return Ok(Ingested::Rejected(reason));
         }
+        self.ensure_meta()?;
         let base = self.current_group()?;
         let before = self.new_group(base, (*state).clone())?;
         let pos = self.positions_next();

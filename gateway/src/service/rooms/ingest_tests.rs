@@ -502,3 +502,61 @@ async fn missing_parents_are_reported_then_accepted_in_order() {
         vec![Ingested::Duplicate]
     );
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::super::verify_pdu;
+    use crate::service::rooms::{rules_for, DEFAULT_ROOM_VERSION};
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z$!@:._]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("type".to_owned()),
+                        Just("content".to_owned()),
+                        Just("sender".to_owned()),
+                        Just("room_id".to_owned()),
+                        Just("state_key".to_owned()),
+                        Just("prev_events".to_owned()),
+                        Just("auth_events".to_owned()),
+                        Just("signatures".to_owned()),
+                        Just("hashes".to_owned()),
+                        Just("depth".to_owned()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        /// Whatever another gateway sends as a PDU: refused or verified, never a panic.
+        #[test]
+        fn any_json_is_refused_or_verified(mut v in value(), room in any::<bool>()) {
+            if room {
+                if let Value::Object(m) = &mut v {
+                    m.insert("room_id".into(), json!("!r:example.org"));
+                }
+            }
+            let rules = rules_for(&DEFAULT_ROOM_VERSION).expect("rules");
+            let room_id = ruma::RoomId::parse("!r:example.org").expect("room");
+            let raw = serde_json::value::to_raw_value(&v).expect("raw");
+            let _ = verify_pdu(&rules, &room_id, &raw);
+        }
+    }
+}

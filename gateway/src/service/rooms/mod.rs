@@ -14,6 +14,15 @@ mod tables;
 mod txn;
 mod visibility;
 
+// Client use cases over the room store (also called by peering).
+mod aliases;
+mod directory;
+pub mod limits;
+mod members_at;
+pub mod membership;
+mod power;
+pub mod send;
+
 use std::sync::Arc;
 
 use ruma::{
@@ -24,6 +33,7 @@ use serde_json::Value;
 use storage::{key, u64_be, u64_from_be, Batch, Db};
 
 pub use create::CreateRoom;
+pub use members_at::MemberAt;
 pub use pdu::{to_canonical_object, EventStatus, Pdu, StoredPdu};
 pub use tables::{MemberEntry, RemoteInvite, RoomMeta, StateEntry, UserRoom};
 pub use txn::RoomTxn;

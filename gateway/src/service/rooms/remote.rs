@@ -3,7 +3,9 @@
 //! `service/` never imports `peering/`: a gateway is assembled with an `Arc<dyn Remote>`, the
 //! peering layer's handle when it runs on a network, [`NoRemote`] when it runs alone.
 
-use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, UserId};
+use std::collections::BTreeMap;
+
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, ServerName, UserId};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
@@ -38,14 +40,20 @@ pub trait Remote: Send + Sync {
     /// A remote user's profile (`displayname`, `avatar_url`).
     fn profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, ApiResult<Value>>;
 
-    /// `/keys/query` for users of other gateways: `{ user: [devices] }` → merged answer body.
+    /// Device and cross-signing keys of users of `server` (`/keys/query` for them):
+    /// `{device_keys, master_keys, self_signing_keys}`.
     fn query_keys<'a>(
         &'a self,
-        users: Vec<(OwnedUserId, Vec<String>)>,
+        server: &'a ServerName,
+        wanted: BTreeMap<OwnedUserId, Vec<String>>,
     ) -> BoxFuture<'a, ApiResult<Value>>;
 
-    /// `/keys/claim` for users of other gateways: `{ user: { device: algorithm } }`.
-    fn claim_keys<'a>(&'a self, request: Value) -> BoxFuture<'a, ApiResult<Value>>;
+    /// Claims one-time keys of users of `server`: user → device → `{key id: key}`.
+    fn claim_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        wanted: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    ) -> BoxFuture<'a, ApiResult<Value>>;
 }
 
 /// A gateway on its own: every remote operation fails with a clear error.
@@ -89,12 +97,17 @@ impl Remote for NoRemote {
 
     fn query_keys<'a>(
         &'a self,
-        _: Vec<(OwnedUserId, Vec<String>)>,
+        _: &'a ServerName,
+        _: BTreeMap<OwnedUserId, Vec<String>>,
     ) -> BoxFuture<'a, ApiResult<Value>> {
         Box::pin(async { alone() })
     }
 
-    fn claim_keys<'a>(&'a self, _: Value) -> BoxFuture<'a, ApiResult<Value>> {
+    fn claim_keys<'a>(
+        &'a self,
+        _: &'a ServerName,
+        _: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    ) -> BoxFuture<'a, ApiResult<Value>> {
         Box::pin(async { alone() })
     }
 }

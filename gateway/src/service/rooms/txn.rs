@@ -94,6 +94,19 @@ impl<'a> RoomTxn<'a> {
         self.appended.push(pdu.clone());
     }
 
+    /// Records the room as known (a room joined through another gateway has its create event
+    /// as an outlier, so [`Self::index`] does not see it).
+    pub(super) fn ensure_meta(&mut self) -> ApiResult<()> {
+        self.rooms.t.meta.put(
+            self.batch,
+            self.room_id.as_bytes(),
+            &RoomMeta {
+                version: self.version.clone(),
+            },
+        )?;
+        Ok(())
+    }
+
     /// The room version.
     pub fn version(&self) -> &RoomVersionId {
         &self.version

@@ -146,7 +146,7 @@ pub fn payload(
         if prev.is_some_and(|p| p.membership == membership) {
             return Ok(None);
         }
-        let invite = invited_room(gw, room)?;
+        let invite = invited_room(gw, user, room)?;
         let body = json!({
             "initial": true,
             "invite_state": invite["invite_state"]["events"],

@@ -1,0 +1,391 @@
+//! The inbound loop: decode, authenticate, store, then confirm.
+//!
+//! Durable messages (`Txn`, `Invite`) are handled one at a time in arrival order and confirmed
+//! to the network only after what they carried is stored (or refused for good), so a crash
+//! before that brings them again and event ids absorb the repeat. Requests are answered on
+//! their own tasks, so a slow one never holds up the rooms.
+//!
+//! Whatever is malformed, forged, for another gateway, too old, or from a gateway with no
+//! member in the room is dropped with a counter and a log line; none of it reaches a client.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{
+    events::TimelineEventType, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, RoomId,
+    ServerName, UserId,
+};
+use serde::Deserialize;
+
+use super::{
+    handshake,
+    net::{Inbound, PeerInbox, Reply, MAX_MESSAGE},
+    wire::{self, Body, Envelope, RawPdu},
+    Peer,
+};
+use crate::{
+    error::ApiResult,
+    service::keys::federated,
+    service::rooms::{
+        ingest::{verify_pdu, IncomingPdu, Ingested},
+        RemoteInvite,
+    },
+};
+
+/// Messages older than this are refused (replays of old traffic).
+const MAX_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// Events asked for per missing-events request.
+const MISSING_LIMIT: u32 = 100;
+
+/// Runs the inbound loop until the network stops.
+pub async fn run(peer: Arc<Peer>, mut inbox: Box<dyn PeerInbox>) {
+    while let Some(msg) = inbox.next().await {
+        peer.stats.received();
+        handle(&peer, msg).await;
+    }
+    tracing::info!("peering: network stopped");
+}
+
+async fn handle(peer: &Arc<Peer>, msg: Inbound) {
+    let Inbound { id, bytes, reply } = msg;
+    let envelope = match decode(peer, &bytes) {
+        Some(e) => e,
+        None => {
+            // It will never become valid: confirm it so the sender stops resending.
+            if reply.is_none() {
+                peer.net.confirm(id);
+            }
+            return;
+        }
+    };
+    match reply {
+        Some(reply) => {
+            let peer = peer.clone();
+            tokio::spawn(async move { answer(&peer, envelope, reply).await });
+        }
+        None => match store(peer, envelope).await {
+            Ok(()) => peer.net.confirm(id),
+            // Not stored (storage failure): leave it unconfirmed, it comes again.
+            Err(e) => tracing::warn!("peering: message not stored: {}", e.message),
+        },
+    }
+}
+
+fn decode(peer: &Peer, bytes: &[u8]) -> Option<Envelope> {
+    let envelope = match wire::decode(peer.gw.server_name(), bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::info!("peering: dropped a message: {e}");
+            peer.stats.dropped(e.label());
+            return None;
+        }
+    };
+    let now = u64::from(MilliSecondsSinceUnixEpoch::now().get());
+    if now.saturating_sub(envelope.ts) > MAX_AGE_MS {
+        tracing::info!(origin = %envelope.origin, "peering: dropped a stale message");
+        peer.stats.dropped("stale");
+        return None;
+    }
+    Some(envelope)
+}
+
+/// Stores what a durable message carries.
+async fn store(peer: &Peer, envelope: Envelope) -> ApiResult<()> {
+    let origin = envelope.origin;
+    match envelope.body {
+        Body::Txn { pdus, edus, .. } => {
+            for (room, pdus) in by_room(peer, pdus) {
+                ingest_from(peer, &origin, &room, pdus).await?;
+            }
+            for edu in edus {
+                super::edu::apply(peer, &origin, edu).await?;
+            }
+            Ok(())
+        }
+        Body::Invite {
+            room_version,
+            event,
+            invite_state,
+        } => invite(peer, &origin, room_version, event, invite_state).await,
+        other => {
+            tracing::info!(origin = %origin, "peering: a request sent as a message");
+            peer.stats.dropped(kind_label(&other));
+            Ok(())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RoomOf {
+    room_id: OwnedRoomId,
+}
+
+/// Groups PDUs by their room; PDUs without a room id are dropped.
+fn by_room(peer: &Peer, pdus: Vec<RawPdu>) -> BTreeMap<OwnedRoomId, Vec<RawPdu>> {
+    let mut rooms: BTreeMap<OwnedRoomId, Vec<RawPdu>> = BTreeMap::new();
+    for pdu in pdus {
+        match serde_json::from_str::<RoomOf>(pdu.get()) {
+            Ok(r) => rooms.entry(r.room_id).or_default().push(pdu),
+            Err(_) => peer.stats.dropped("malformed"),
+        }
+    }
+    rooms
+}
+
+/// Verifies PDUs of one room sent by `origin`; refused ones are counted and dropped.
+fn verify_all(
+    peer: &Peer,
+    origin: &ServerName,
+    room: &RoomId,
+    pdus: Vec<RawPdu>,
+) -> Vec<IncomingPdu> {
+    let Ok(rules) = peer.gw.rooms.rules_of(room) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for raw in pdus {
+        match verify_pdu(&rules, room, &raw) {
+            Ok(p) => out.push(p),
+            Err(e) => {
+                tracing::info!(origin = %origin, room = %room, "peering: PDU refused: {e}");
+                peer.stats.dropped(e.label());
+            }
+        }
+    }
+    out
+}
+
+/// Ingests PDUs of one room from `origin`, fetching missing parents from it first.
+pub async fn ingest_from(
+    peer: &Peer,
+    origin: &ServerName,
+    room: &RoomId,
+    pdus: Vec<RawPdu>,
+) -> ApiResult<()> {
+    if peer.gw.rooms.meta(room)?.is_none() {
+        peer.stats.dropped("unknown_room");
+        tracing::info!(origin = %origin, room = %room, "peering: PDUs for a room this gateway is not in");
+        return Ok(());
+    }
+    let incoming: Vec<IncomingPdu> = verify_all(peer, origin, room, pdus)
+        .into_iter()
+        .filter(|p| {
+            // Only a gateway with a member in the room may send its events (its own users'
+            // events, e.g. a join, always).
+            let entitled = p.pdu.sender.server_name() == origin
+                || peer.gw.rooms.server_in_room(room, origin).unwrap_or(false);
+            if !entitled {
+                peer.stats.dropped("not_in_room");
+            }
+            entitled
+        })
+        .collect();
+    if incoming.is_empty() {
+        return Ok(());
+    }
+    let outcomes = peer
+        .gw
+        .rooms
+        .ingest(room, None, incoming.clone(), false)
+        .await?;
+    let mut missing_for: Vec<OwnedEventId> = Vec::new();
+    for (id, outcome) in &outcomes {
+        count(peer, outcome);
+        if let Ingested::Missing(_) = outcome {
+            missing_for.push(id.clone());
+        }
+    }
+    if missing_for.is_empty() {
+        return Ok(());
+    }
+    // Ask the origin for what lies between our extremities and these events.
+    let earliest = peer.gw.rooms.heads(room)?;
+    let fetched = peer
+        .ask(
+            origin,
+            Body::MissingEvents {
+                room_id: room.to_owned(),
+                earliest,
+                latest: missing_for.clone(),
+                limit: MISSING_LIMIT,
+            },
+        )
+        .await;
+    match fetched {
+        Ok(Body::Events { pdus }) => {
+            let found = verify_all(peer, origin, room, pdus);
+            for (_, outcome) in peer.gw.rooms.ingest(room, None, found, true).await? {
+                count(peer, &outcome);
+            }
+        }
+        Ok(_) => peer.stats.dropped("bad_answer"),
+        Err(e) => tracing::info!(origin = %origin, "peering: missing events not fetched: {e}"),
+    }
+    // Whatever is still missing is given up on: the events are accepted across the gap.
+    let retry: Vec<IncomingPdu> = incoming
+        .into_iter()
+        .filter(|p| missing_for.contains(&p.event_id))
+        .collect();
+    for (_, outcome) in peer.gw.rooms.ingest(room, None, retry, true).await? {
+        count(peer, &outcome);
+    }
+    Ok(())
+}
+
+fn count(peer: &Peer, outcome: &Ingested) {
+    match outcome {
+        Ingested::Accepted => peer.stats.accepted(),
+        Ingested::SoftFailed => peer.stats.dropped("soft_failed"),
+        Ingested::Rejected(r) => peer.stats.dropped(r.label()),
+        Ingested::Duplicate | Ingested::Missing(_) => {}
+    }
+}
+
+/// An invite of a local user into a room on other gateways.
+async fn invite(
+    peer: &Peer,
+    origin: &ServerName,
+    room_version: ruma::RoomVersionId,
+    event: RawPdu,
+    invite_state: Vec<serde_json::Value>,
+) -> ApiResult<()> {
+    let Ok(rules) = crate::service::rooms::rules_for(&room_version) else {
+        peer.stats.dropped("room_version");
+        return Ok(());
+    };
+    let room: OwnedRoomId = match serde_json::from_str::<RoomOf>(event.get()) {
+        Ok(r) => r.room_id,
+        Err(_) => {
+            peer.stats.dropped("malformed");
+            return Ok(());
+        }
+    };
+    let incoming = match verify_pdu(&rules, &room, &event) {
+        Ok(p) => p,
+        Err(e) => {
+            peer.stats.dropped(e.label());
+            return Ok(());
+        }
+    };
+    let pdu = &incoming.pdu;
+    let invitee = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
+    let valid = pdu.kind == TimelineEventType::RoomMember
+        && pdu.sender.server_name() == origin
+        && pdu.content_value()["membership"] == "invite";
+    let Some(invitee) = invitee.filter(|u| valid && u.server_name() == peer.gw.server_name())
+    else {
+        peer.stats.dropped("bad_invite");
+        return Ok(());
+    };
+    if !peer.gw.users.exists(&invitee)? {
+        peer.stats.dropped("unknown_user");
+        return Ok(());
+    }
+    if peer.gw.rooms.meta(&room)?.is_some() {
+        // This gateway is in the room already: the invite is an ordinary event.
+        return ingest_from(peer, origin, &room, vec![event]).await;
+    }
+    // Stripped state is shown as the inviter describes it; keep only well-formed entries.
+    let invite_state = invite_state
+        .into_iter()
+        .filter(|e| e["type"].is_string() && e["state_key"].is_string() && e["content"].is_object())
+        .take(50)
+        .collect();
+    peer.gw
+        .rooms
+        .store_remote_invite(
+            &invitee,
+            &room,
+            RemoteInvite {
+                room_version,
+                event: incoming.json,
+                event_id: incoming.event_id,
+                invite_state,
+            },
+        )
+        .await
+}
+
+/// Answers one request.
+async fn answer(peer: &Peer, envelope: Envelope, reply: Reply) {
+    let origin = envelope.origin.clone();
+    let body = match respond(peer, envelope).await {
+        Ok(body) => body,
+        Err(e) => Body::Error {
+            errcode: e.errcode.to_owned(),
+            error: e.message,
+        },
+    };
+    if let Body::Error { errcode, .. } = &body {
+        tracing::info!(origin = %origin, errcode, "peering: request refused");
+        peer.stats.dropped("request_refused");
+    }
+    let mut bytes = peer.encode(&origin, body);
+    if bytes.len() > MAX_MESSAGE {
+        bytes = peer.encode(
+            &origin,
+            Body::Error {
+                errcode: "M_TOO_LARGE".into(),
+                error: "the answer does not fit one message".into(),
+            },
+        );
+    }
+    peer.stats.sent(bytes.len());
+    if let Err(e) = reply.send(bytes) {
+        tracing::info!(origin = %origin, "peering: answer not sent: {e}");
+    }
+}
+
+async fn respond(peer: &Peer, envelope: Envelope) -> ApiResult<Body> {
+    let origin = envelope.origin;
+    match envelope.body {
+        Body::MakeMembership {
+            room_id,
+            user_id,
+            membership,
+        } => handshake::make_membership(peer, &origin, &room_id, &user_id, &membership).await,
+        Body::SendMembership { room_id, event } => {
+            handshake::send_membership(peer, &origin, &room_id, event).await
+        }
+        Body::MissingEvents {
+            room_id,
+            earliest,
+            latest,
+            limit,
+        } => handshake::missing_events(peer, &origin, &room_id, &earliest, &latest, limit),
+        Body::QueryAlias { alias } => handshake::query_alias(peer, &alias),
+        Body::QueryProfile { user_id } => handshake::query_profile(peer, &origin, &user_id),
+        Body::QueryKeys { device_keys } => Ok(Body::Keys {
+            body: federated::answer_query(&peer.gw, &origin, &device_keys)?,
+        }),
+        Body::ClaimKeys { one_time_keys } => Ok(Body::Claimed {
+            body: federated::answer_claim(&peer.gw, &origin, &one_time_keys).await?,
+        }),
+        other => Err(crate::error::ApiError::unrecognized(format!(
+            "not a request: {}",
+            kind_label(&other)
+        ))),
+    }
+}
+
+fn kind_label(body: &Body) -> &'static str {
+    match body {
+        Body::Txn { .. } => "txn",
+        Body::Invite { .. } => "invite",
+        Body::MakeMembership { .. } => "make_membership",
+        Body::MembershipTemplate { .. } => "membership_template",
+        Body::SendMembership { .. } => "send_membership",
+        Body::JoinedState { .. } => "joined_state",
+        Body::MissingEvents { .. } => "missing_events",
+        Body::Events { .. } => "events",
+        Body::QueryAlias { .. } => "query_alias",
+        Body::Alias { .. } => "alias",
+        Body::QueryProfile { .. } => "query_profile",
+        Body::Profile { .. } => "profile",
+        Body::QueryKeys { .. } => "query_keys",
+        Body::Keys { .. } => "keys",
+        Body::ClaimKeys { .. } => "claim_keys",
+        Body::Claimed { .. } => "claimed",
+        Body::Error { .. } => "error",
+    }
+}
