@@ -126,7 +126,8 @@ impl TestNetwork {
                 .arg(self.count.to_string())
                 .env(
                     "RUST_LOG",
-                    std::env::var("MIXGATE_TEST_LOG").unwrap_or_else(|_| "info,sled=warn".into()),
+                    std::env::var("MIXGATE_TEST_LOG")
+                        .unwrap_or_else(|_| "info,sled=warn,ruma_state_res=warn".into()),
                 )
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())

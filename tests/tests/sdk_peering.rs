@@ -3,10 +3,8 @@
 //! third gateway's user joining a public room and leaving; a gateway killed with SIGKILL
 //! during sends that, restarted, shows every message once and in order.
 //!
-//! Ignored until the room exchange between gateways lands (enable when peering carries
-//! PDUs): today each gateway keeps its rooms to itself, so an invite to a user of another
-//! gateway never arrives. Run them with `cargo nextest run -p mixgate-tests --test
-//! sdk_peering --run-ignored all`.
+//! Each starts its own network (`TestNetwork`, the user's `mixgate up` command as a process)
+//! and takes 10–30 s on 2 cores; nextest runs them in the `heavy` group, one at a time.
 
 mod common;
 
@@ -26,7 +24,7 @@ use matrix_sdk::{
     },
     Client, Room, RoomState,
 };
-use mixgate_tests::{network_table, within, Options, TestGateway, TestNetwork};
+use mixgate_tests::{http::enc, network_table, within, Http, Options, TestGateway, TestNetwork};
 
 /// How long one hop between gateways may take before a test gives up (the local network
 /// delivers in about a quarter of a second; this only guards against hangs).
@@ -72,8 +70,6 @@ async fn wait_membership(client: &Client, room: &Room, user: &UserId, membership
     panic!("{user} never reached {membership:?} in {}", room.room_id());
 }
 
-// enable when peering carries PDUs
-#[ignore = "enable when peering carries PDUs"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_join_and_chat_across_gateways() {
     let net = TestNetwork::start(2).await;
@@ -120,8 +116,6 @@ async fn invite_join_and_chat_across_gateways() {
         .await;
 }
 
-// enable when peering carries PDUs
-#[ignore = "enable when peering carries PDUs"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_room_decrypts_across_gateways() {
     let net = TestNetwork::start(2).await;
@@ -169,20 +163,28 @@ async fn encrypted_room_decrypts_across_gateways() {
         .wait_for(CROSS, "bob's decrypted reply", |s| s.body == "secret reply")
         .await;
 
-    // What Bob's gateway stored is m.room.encrypted, never the plaintext.
-    let page = bob_room
-        .messages(MessagesOptions::backward())
+    // What Bob's gateway received over the mixnet is m.room.encrypted, never the plaintext.
+    let http =
+        Http::new(net.gateways[1].url.clone()).with_token(bob.access_token().expect("token"));
+    let page = http
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20",
+            enc(bob_room.room_id().as_str())
+        ))
         .await
-        .expect("messages");
-    assert!(page
-        .chunk
-        .iter()
-        .map(json_of)
-        .all(|e| e["content"]["body"] != "secret across gateways"));
+        .expect("raw /messages")
+        .ok();
+    let text = page.to_string();
+    assert!(!text.contains("secret"), "plaintext on the server: {text}");
+    let encrypted = page["chunk"].as_array().map_or(0, |c| {
+        c.iter().filter(|e| e["type"] == "m.room.encrypted").count()
+    });
+    assert!(
+        encrypted >= 2,
+        "expected two m.room.encrypted events: {page}"
+    );
 }
 
-// enable when peering carries PDUs
-#[ignore = "enable when peering carries PDUs"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn third_gateway_user_joins_a_public_room_and_leaves() {
     let net = TestNetwork::start(3).await;
@@ -236,8 +238,6 @@ async fn third_gateway_user_joins_a_public_room_and_leaves() {
     wait_membership(&alice, &alice_room, &carol_id, MembershipState::Leave).await;
 }
 
-// enable when peering carries PDUs
-#[ignore = "enable when peering carries PDUs"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_killed_during_sends_gets_every_message_once_in_order() {
     // Alice's gateway runs inside `mixgate up`; Bob's is a process of its own, so it can be
