@@ -6,6 +6,7 @@
 //! from `MIXGATE_BIN`. Build it before running the tests: `./scripts/test.sh` does.
 
 pub mod http;
+pub mod network;
 
 use std::{
     io::{Read, Seek},
@@ -16,6 +17,7 @@ use std::{
 };
 
 pub use http::{Http, HttpError};
+pub use network::{network_table, NetGateway, TestNetwork};
 
 /// How long a gateway may take to answer `/versions` after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

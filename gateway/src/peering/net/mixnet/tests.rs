@@ -115,7 +115,19 @@ async fn gateways_find_each_other_and_talk_both_ways() {
         .await
         .expect("response");
     assert_eq!(answer, b"pong");
-    responder.await.expect("responder");
+    let _b_in = responder.await.expect("responder");
+
+    // A request nobody answers ends in Timeout after its wait.
+    assert!(matches!(
+        a.request(
+            b_id.server_name(),
+            b"anyone?".to_vec(),
+            1024,
+            Duration::from_millis(500)
+        )
+        .await,
+        Err(NetError::Timeout)
+    ));
 
     // Bad input is refused before anything is sent.
     let stranger = crate::identity::server_name_for_key(&[7; 32]);
