@@ -39,6 +39,11 @@ use wire::{Body, Envelope};
 /// How long a request waits for its answer.
 pub const REQUEST_WAIT: Duration = Duration::from_secs(30);
 
+/// Reply capacity asked for answers known to be small (a membership template, an alias, a
+/// profile): every byte of capacity is reply blocks the asker must send along, so asking for
+/// a whole message costs a join about 16 extra packets.
+const SMALL_ANSWER: usize = 8 * 1024;
+
 /// What every part of peering shares.
 pub struct Peer {
     /// The gateway whose rooms are shared.
@@ -92,11 +97,20 @@ impl Peer {
 
     /// Asks `to` and returns its answer (an `Error` answer becomes [`AskError::Refused`]).
     pub async fn ask(&self, to: &ServerName, body: Body) -> Result<Body, AskError> {
+        let small = matches!(
+            body,
+            Body::MakeMembership { .. } | Body::QueryAlias { .. } | Body::QueryProfile { .. }
+        );
         let bytes = self.encode(to, body);
         self.stats.sent(bytes.len());
         let answer = self
             .net
-            .request(to, bytes, MAX_MESSAGE, REQUEST_WAIT)
+            .request(
+                to,
+                bytes,
+                if small { SMALL_ANSWER } else { MAX_MESSAGE },
+                REQUEST_WAIT,
+            )
             .await?;
         let envelope = wire::decode(self.gw.server_name(), &answer)
             .map_err(|e| AskError::BadAnswer(e.to_string()))?;

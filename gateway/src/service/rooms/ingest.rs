@@ -46,9 +46,6 @@ use crate::{
     identity::{key_for_server_name, KEY_VERSION},
 };
 
-/// Longest event type or state key accepted (bytes).
-pub const MAX_IDENTIFIER_BYTES: usize = 255;
-
 /// A PDU whose format, signature and hashes have been checked.
 #[derive(Debug, Clone)]
 pub struct IncomingPdu {
@@ -106,24 +103,6 @@ pub enum Ingested {
     Missing(Vec<OwnedEventId>),
 }
 
-/// Checks an event type and state key against the spec's limits (non-empty type, at most 255
-/// bytes each, no NUL).
-pub fn check_identifiers(kind: &str, state_key: Option<&str>) -> Result<(), String> {
-    if kind.is_empty() {
-        return Err("empty event type".into());
-    }
-    for (what, value) in [("event type", Some(kind)), ("state key", state_key)] {
-        let Some(value) = value else { continue };
-        if value.len() > MAX_IDENTIFIER_BYTES {
-            return Err(format!("{what} longer than {MAX_IDENTIFIER_BYTES} bytes"));
-        }
-        if value.contains('\0') {
-            return Err(format!("{what} contains NUL"));
-        }
-    }
-    Ok(())
-}
-
 /// Steps 1–3: parses a PDU of `room_id` received from another gateway, checks its format and
 /// its origin's signature (key derived from the server name), redacts it if its content hash
 /// does not match, and computes its event id.
@@ -152,7 +131,8 @@ pub fn verify_pdu(
         None => None,
         Some(_) => return Err(malformed("state_key is not a string".into())),
     };
-    check_identifiers(&kind, state_key.as_deref()).map_err(malformed)?;
+    super::limits::check_event_identifiers(&kind, state_key.as_deref())
+        .map_err(|e| malformed(e.message))?;
 
     let keys = signing_keys(&object)?;
     let verified =
