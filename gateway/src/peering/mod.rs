@@ -36,8 +36,18 @@ pub use remote::{channel, Commands, RemoteHandle};
 pub use stats::PeeringStats;
 use wire::{Body, Envelope};
 
-/// How long a request waits for its answer.
+/// How long a request waits for its answer, over all its attempts.
 pub const REQUEST_WAIT: Duration = Duration::from_secs(30);
+
+/// How long each attempt of a request waits before it is asked again with fresh reply
+/// blocks (they add up to [`REQUEST_WAIT`]). An answer rides reply blocks without
+/// acknowledgements, so one lost packet of it (a mix or a link dropping under overload)
+/// loses the answer; asking again is cheap, and every request peering makes can be answered
+/// twice without harm (a second `SendMembership` finds its event a duplicate, a second
+/// key claim only uses one more one-time key).
+const ATTEMPT_WAITS: [Duration; 2] = [Duration::from_secs(12), Duration::from_secs(18)];
+const _: () =
+    assert!(ATTEMPT_WAITS[0].as_secs() + ATTEMPT_WAITS[1].as_secs() == REQUEST_WAIT.as_secs());
 
 /// Reply capacity asked for answers known to be small (a membership template, an alias, a
 /// profile): every byte of capacity is reply blocks the asker must send along, so asking for
@@ -101,17 +111,23 @@ impl Peer {
             body,
             Body::MakeMembership { .. } | Body::QueryAlias { .. } | Body::QueryProfile { .. }
         );
-        let bytes = self.encode(to, body);
-        self.stats.sent(bytes.len());
-        let answer = self
-            .net
-            .request(
-                to,
-                bytes,
-                if small { SMALL_ANSWER } else { MAX_MESSAGE },
-                REQUEST_WAIT,
-            )
-            .await?;
+        let capacity = if small { SMALL_ANSWER } else { MAX_MESSAGE };
+        let mut attempt = 0;
+        let answer = loop {
+            let bytes = self.encode(to, body.clone());
+            self.stats.sent(bytes.len());
+            match self
+                .net
+                .request(to, bytes, capacity, ATTEMPT_WAITS[attempt])
+                .await
+            {
+                Err(NetError::Timeout) if attempt + 1 < ATTEMPT_WAITS.len() => {
+                    tracing::debug!(peer = %to, "request unanswered; asking again");
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
         let envelope = wire::decode(self.gw.server_name(), &answer)
             .map_err(|e| AskError::BadAnswer(e.to_string()))?;
         if envelope.origin != to {

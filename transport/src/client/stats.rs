@@ -13,6 +13,10 @@ crate::counters!(
         polls,
         /// Frames written to the provider link (all kinds).
         frames_out,
+        /// Frames dropped because the provider link's queue was full (a stalled or
+        /// reconnecting link); fragments come again after their acknowledgement timeout,
+        /// reply-block packets (responses, confirmations) do not.
+        frames_dropped,
         /// Acknowledgements received.
         acks,
         /// Fragment retransmissions (a SURB-ACK did not come in time).

@@ -158,6 +158,8 @@ impl Engine {
     pub(super) fn emit(&self, f: Frame) {
         if self.out.try_send(f).is_ok() {
             ClientStats::inc(&self.stats.frames_out);
+        } else {
+            ClientStats::inc(&self.stats.frames_dropped);
         }
     }
 }
