@@ -15,6 +15,7 @@
 //! recorded in `gateway/README.md`); services reach peering only through the `Remote` port, a
 //! command channel, so there is no reference cycle.
 
+pub mod catchup;
 pub mod edu;
 pub mod handshake;
 pub mod inbound;
@@ -31,6 +32,7 @@ use std::{sync::Arc, time::Duration};
 use ruma::{MilliSecondsSinceUnixEpoch, ServerName};
 
 use crate::service::Gateway;
+pub use catchup::PeeringOptions;
 use net::{NetError, PeerInbox, PeerNet, MAX_MESSAGE};
 pub use remote::{channel, Commands, RemoteHandle};
 pub use stats::PeeringStats;
@@ -62,6 +64,8 @@ pub struct Peer {
     pub net: Arc<dyn PeerNet>,
     /// Counters.
     pub stats: Arc<PeeringStats>,
+    /// Timing of catch-up.
+    pub options: PeeringOptions,
 }
 
 /// A request that got no usable answer.
@@ -151,12 +155,25 @@ pub fn spawn(
     inbox: Box<dyn PeerInbox>,
     commands: Commands,
 ) -> Arc<PeeringStats> {
+    spawn_with(gateway, net, inbox, commands, PeeringOptions::default())
+}
+
+/// [`spawn`] with other catch-up timing.
+pub fn spawn_with(
+    gateway: Arc<Gateway>,
+    net: Arc<dyn PeerNet>,
+    inbox: Box<dyn PeerInbox>,
+    commands: Commands,
+    options: PeeringOptions,
+) -> Arc<PeeringStats> {
     let stats = Arc::new(PeeringStats::default());
     let peer = Arc::new(Peer {
         gw: gateway,
         net,
         stats: stats.clone(),
+        options,
     });
+    tokio::spawn(catchup::run(peer.clone()));
     tokio::spawn(outbound::run(peer.clone()));
     tokio::spawn(outbound::run_edus(peer.clone()));
     tokio::spawn(outbound::retry(peer.clone()));

@@ -116,6 +116,17 @@ pub enum Body {
         /// The PDUs.
         pdus: Vec<RawPdu>,
     },
+    /// Request: the destination's forward extremities of a room (what a gateway that may
+    /// have missed messages compares with its own).
+    RoomHeads {
+        /// The room.
+        room_id: OwnedRoomId,
+    },
+    /// Response to `RoomHeads`: the extremity events themselves.
+    Heads {
+        /// The PDUs (redacted where the asker may not read them).
+        pdus: Vec<RawPdu>,
+    },
     /// Request: which room an alias of the destination names.
     QueryAlias {
         /// The alias.

@@ -94,18 +94,25 @@ fn cases(origin: &OwnedServerName) -> Vec<(&'static str, Envelope)> {
             "joined_state",
             Body::JoinedState {
                 state: vec![pdu.clone()],
-                auth_chain: vec![pdu],
+                auth_chain: vec![pdu.clone()],
             },
         ),
         (
             "missing_events",
             Body::MissingEvents {
-                room_id: room,
+                room_id: room.clone(),
                 earliest: vec!["$a".try_into().expect("event")],
                 latest: vec!["$b".try_into().expect("event")],
                 limit: 10,
             },
         ),
+        (
+            "room_heads",
+            Body::RoomHeads {
+                room_id: room.clone(),
+            },
+        ),
+        ("heads", Body::Heads { pdus: vec![pdu] }),
         (
             "error",
             Body::Error {

@@ -89,6 +89,21 @@ impl MemoryHub {
         }
     }
 
+    /// Drops every message still waiting for `name` (not yet handed to it), as providers do
+    /// when their mailbox's time to live ends while a gateway is down and its senders have
+    /// given up. Returns how many were dropped.
+    pub fn expire_mail(&self, name: &ServerName) -> usize {
+        let mut state = self.lock();
+        let Some(mailbox) = state.boxes.get_mut(name) else {
+            return 0;
+        };
+        let before = mailbox.queue.len();
+        mailbox
+            .queue
+            .retain(|item| matches!(item, Item::Request(..)));
+        before - mailbox.queue.len()
+    }
+
     /// Messages and requests delivered so far (all gateways).
     pub fn delivered(&self) -> u64 {
         self.lock().delivered
@@ -153,6 +168,10 @@ impl PeerNet for MemoryNet {
             }
             let rx = {
                 let mut state = self.hub.lock();
+                // A gateway taken off the network cannot ask anyone either.
+                if state.boxes.get(&self.name).is_some_and(|m| !m.online) {
+                    return Err(NetError::Timeout);
+                }
                 let mailbox = state
                     .boxes
                     .get_mut(to)
