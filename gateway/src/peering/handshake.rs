@@ -295,7 +295,7 @@ fn raw(pdus: Vec<StoredPdu>) -> Vec<RawPdu> {
 }
 
 /// Refuses a gateway with no member in the room.
-fn require_member(peer: &Peer, origin: &ServerName, room: &RoomId) -> ApiResult<()> {
+pub(super) fn require_member(peer: &Peer, origin: &ServerName, room: &RoomId) -> ApiResult<()> {
     if !peer.gw.rooms.server_in_room(room, origin)? {
         return Err(ApiError::forbidden(
             "No member of your gateway is in this room",
@@ -337,15 +337,25 @@ pub fn missing_events(
     Ok(Body::Events { pdus })
 }
 
+/// Bytes of head events in a `Heads` answer (asked for with a small reply capacity).
+const HEADS_BUDGET: usize = 6 * 1024;
+
 /// Answers `RoomHeads` for a gateway with a member in the room: this gateway's forward
 /// extremities, redacted where the asker may not read them.
 pub fn room_heads(peer: &Peer, origin: &ServerName, room: &RoomId) -> ApiResult<Body> {
     require_member(peer, origin, room)?;
     let view = peer.gw.rooms.server_view(room, origin)?;
     let mut pdus = Vec::new();
+    let mut size = 0;
     for id in peer.gw.rooms.heads(room)? {
         if let Some((_, stored)) = peer.gw.rooms.get_pdu(&id)? {
-            pdus.push(view.pdu(&stored)?);
+            let pdu = view.pdu(&stored)?;
+            // The asker leaves room for a small answer; one head is enough to catch up from.
+            size += pdu.get().len() + 1;
+            if size > HEADS_BUDGET && !pdus.is_empty() {
+                break;
+            }
+            pdus.push(pdu);
         }
     }
     Ok(Body::Heads { pdus })

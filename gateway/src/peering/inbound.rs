@@ -328,6 +328,11 @@ async fn respond(peer: &Peer, envelope: Envelope) -> ApiResult<Body> {
             limit,
         } => handshake::missing_events(peer, &origin, &room_id, &earliest, &latest, limit),
         Body::RoomHeads { room_id } => handshake::room_heads(peer, &origin, &room_id),
+        Body::Backfill {
+            room_id,
+            from,
+            limit,
+        } => super::backfill::answer(peer, &origin, &room_id, &from, limit),
         Body::QueryAlias { alias } => handshake::query_alias(peer, &alias),
         Body::QueryProfile { user_id } => handshake::query_profile(peer, &origin, &user_id),
         Body::QueryKeys { device_keys } => Ok(Body::Keys {
@@ -354,6 +359,8 @@ fn kind_label(body: &Body) -> &'static str {
         Body::MissingEvents { .. } => "missing_events",
         Body::Events { .. } => "events",
         Body::RoomHeads { .. } => "room_heads",
+        Body::Backfill { .. } => "backfill",
+        Body::History { .. } => "history",
         Body::Heads { .. } => "heads",
         Body::QueryAlias { .. } => "query_alias",
         Body::Alias { .. } => "alias",

@@ -15,6 +15,7 @@
 //! recorded in `gateway/README.md`); services reach peering only through the `Remote` port, a
 //! command channel, so there is no reference cycle.
 
+pub mod backfill;
 pub mod catchup;
 pub mod edu;
 pub mod handshake;
@@ -109,23 +110,34 @@ impl Peer {
         self.net.send(to, bytes).await
     }
 
-    /// Asks `to` and returns its answer (an `Error` answer becomes [`AskError::Refused`]).
+    /// Asks `to` and returns its answer (an `Error` answer becomes [`AskError::Refused`]),
+    /// asking again once if no answer comes.
     pub async fn ask(&self, to: &ServerName, body: Body) -> Result<Body, AskError> {
+        self.ask_within(to, body, &ATTEMPT_WAITS).await
+    }
+
+    /// [`Peer::ask`] with one attempt per entry of `waits`, each waiting that long.
+    pub async fn ask_within(
+        &self,
+        to: &ServerName,
+        body: Body,
+        waits: &[Duration],
+    ) -> Result<Body, AskError> {
         let small = matches!(
             body,
-            Body::MakeMembership { .. } | Body::QueryAlias { .. } | Body::QueryProfile { .. }
+            Body::MakeMembership { .. }
+                | Body::QueryAlias { .. }
+                | Body::QueryProfile { .. }
+                | Body::RoomHeads { .. }
         );
         let capacity = if small { SMALL_ANSWER } else { MAX_MESSAGE };
         let mut attempt = 0;
         let answer = loop {
             let bytes = self.encode(to, body.clone());
             self.stats.sent(bytes.len());
-            match self
-                .net
-                .request(to, bytes, capacity, ATTEMPT_WAITS[attempt])
-                .await
-            {
-                Err(NetError::Timeout) if attempt + 1 < ATTEMPT_WAITS.len() => {
+            let wait = waits.get(attempt).copied().unwrap_or(REQUEST_WAIT);
+            match self.net.request(to, bytes, capacity, wait).await {
+                Err(NetError::Timeout) if attempt + 1 < waits.len() => {
                     tracing::debug!(peer = %to, "request unanswered; asking again");
                     attempt += 1;
                 }

@@ -21,6 +21,7 @@ use crate::{
     service::Gateway,
 };
 
+mod backfill;
 mod catchup;
 
 struct Node {

@@ -127,6 +127,26 @@ pub enum Body {
         /// The PDUs (redacted where the asker may not read them).
         pdus: Vec<RawPdu>,
     },
+    /// Request: history of a room older than what the asker holds.
+    Backfill {
+        /// The room.
+        room_id: OwnedRoomId,
+        /// Events the asker lacks whose ancestors it lacks too (the walk starts there).
+        from: Vec<OwnedEventId>,
+        /// At most this many events.
+        limit: u32,
+    },
+    /// Response to `Backfill`.
+    History {
+        /// The events, newest first (redacted where no user of the asker may read them).
+        pdus: Vec<RawPdu>,
+        /// Events that authorise them (their auth chain, without them).
+        auth: Vec<RawPdu>,
+        /// The asker's users known to the answering gateway.
+        users: Vec<OwnedUserId>,
+        /// Per event, indexes into `users` of those who may read it.
+        readers: Vec<Vec<u16>>,
+    },
     /// Request: which room an alias of the destination names.
     QueryAlias {
         /// The alias.

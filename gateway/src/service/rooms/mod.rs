@@ -17,6 +17,7 @@ mod visibility;
 
 // Client use cases over the room store (also called by peering).
 mod aliases;
+pub mod backfill;
 mod directory;
 pub mod limits;
 pub mod markers;

@@ -53,6 +53,22 @@ impl ServerView<'_> {
         Ok(false)
     }
 
+    /// The gateway's users (with a membership in the room, now or before).
+    pub fn users(&self) -> &[ruma::OwnedUserId] {
+        &self.users
+    }
+
+    /// Indexes into [`Self::users`] of those who may read the event at stream position `pos`.
+    pub fn readers(&self, pos: u64) -> ApiResult<Vec<u16>> {
+        let mut out = Vec::new();
+        for (i, user) in self.users.iter().enumerate() {
+            if self.rooms.can_see(self.room, user, pos)? {
+                out.push(u16::try_from(i).unwrap_or(u16::MAX));
+            }
+        }
+        Ok(out)
+    }
+
     /// The event as the gateway may receive it: whole when it may read it, else redacted.
     pub fn pdu(&self, stored: &StoredPdu) -> ApiResult<Box<RawValue>> {
         if self.can_read(stored.pos)? {
