@@ -17,6 +17,7 @@
 
 pub mod backfill;
 pub mod catchup;
+pub mod compress;
 pub mod edu;
 pub mod handshake;
 pub mod inbound;

@@ -23,6 +23,7 @@ use crate::{
 
 mod backfill;
 mod catchup;
+mod corpus;
 
 struct Node {
     gw: Arc<Gateway>,
