@@ -108,6 +108,10 @@ pub enum Body {
         state: Vec<RawPdu>,
         /// The auth chain of the state and of the join.
         auth_chain: Vec<RawPdu>,
+        /// The join as the answering gateway co-signed it (a join into a restricted room that
+        /// one of its users authorised); absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event: Option<RawPdu>,
     },
     /// Request: events between what the asker has and what it saw referenced.
     MissingEvents {

@@ -95,6 +95,7 @@ fn cases(origin: &OwnedServerName) -> Vec<(&'static str, Envelope)> {
             Body::JoinedState {
                 state: vec![pdu.clone()],
                 auth_chain: vec![pdu.clone()],
+                event: None,
             },
         ),
         (
