@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p mixgate-tests --bin peering-bench -- --mu-ms 0 --samples 40
 //! cargo run --release -p mixgate-tests --bin peering-bench -- --defaults --samples 40
+//! cargo run --release -p mixgate-tests --bin peering-bench -- --mu-ms 0 --samples 5 --backfill 1000
 //! ```
 //!
 //! Starts a local mixnet (3 layers × 2 mixes, 2 providers) with the given traffic parameters
@@ -51,6 +52,10 @@ struct Args {
     /// Gateways on the network (at least 2; the room has a user on each).
     #[arg(long, default_value_t = 2)]
     gateways: usize,
+    /// Also time a late joiner on gateway 1 paging back through this many events sent on
+    /// gateway 0 before it joined (backfill over the mixnet).
+    #[arg(long, default_value_t = 0)]
+    backfill: usize,
 }
 
 struct Client {
@@ -311,8 +316,83 @@ async fn main() -> anyhow::Result<()> {
         idle_out * day,
         idle_in * day
     );
+    if args.backfill > 0 {
+        backfill(&clients, args.backfill).await?;
+    }
     for g in gateways {
         g.abort();
     }
+    Ok(())
+}
+
+/// Times a late joiner on gateway 1 paging back through `count` events of gateway 0.
+async fn backfill(clients: &[Client], count: usize) -> anyhow::Result<()> {
+    let (status, created) = clients[0]
+        .call(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(json!({"preset": "public_chat"})),
+        )
+        .await?;
+    if status != 200 {
+        bail!("createRoom: {created}");
+    }
+    let room = created["room_id"].as_str().context("room id")?.to_owned();
+    for i in 0..count {
+        // About 100 characters, like a typical chat message.
+        let body = format!(
+            "message {i}: the quick brown fox jumps over the lazy dog while we plan the meeting for friday"
+        );
+        let (status, sent) = clients[0]
+            .call(
+                reqwest::Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/h{i}"),
+                Some(json!({"msgtype": "m.text", "body": body})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("send: {sent}");
+        }
+    }
+    let (status, body) = clients[1]
+        .call(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(json!({})),
+        )
+        .await?;
+    if status != 200 {
+        bail!("join: {body}");
+    }
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut pages = 0;
+    let mut from: Option<String> = None;
+    while seen < count {
+        let mut path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100");
+        if let Some(f) = &from {
+            path.push_str(&format!("&from={f}"));
+        }
+        let (status, page) = clients[1].call(reqwest::Method::GET, &path, None).await?;
+        if status != 200 {
+            bail!("messages: {page}");
+        }
+        pages += 1;
+        seen += page["chunk"].as_array().map_or(0, |c| {
+            c.iter().filter(|e| e["type"] == "m.room.message").count()
+        });
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("backfill too slow: {seen} of {count}");
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "backfill: {seen} of {count} events in {secs:.1} s over {pages} pages of 100 ({:.0} events/s)",
+        seen as f64 / secs
+    );
     Ok(())
 }
