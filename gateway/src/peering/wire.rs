@@ -160,6 +160,35 @@ pub enum Body {
         /// Per event, indexes into `users` of those who may read it.
         readers: Vec<Vec<u16>>,
     },
+    /// Request: what the destination announces about one of its files.
+    QueryMedia {
+        /// The media id (of an `mxc://<destination>/<id>` URI).
+        media_id: String,
+    },
+    /// Response to `QueryMedia`.
+    MediaInfo {
+        /// Size, SHA-256, content type and file name.
+        announced: crate::service::remote_media::Announced,
+        /// Who uploaded it.
+        uploader: OwnedUserId,
+        /// Bytes per chunk (the last may be shorter).
+        chunk_size: u32,
+    },
+    /// Request: one chunk of a file.
+    FetchMedia {
+        /// The media id.
+        media_id: String,
+        /// Which chunk.
+        index: u32,
+    },
+    /// Response to `FetchMedia`.
+    MediaChunk {
+        /// Which chunk.
+        index: u32,
+        /// Its bytes, base64 (standard, unpadded); the wire compression takes back most of
+        /// base64's overhead.
+        data: String,
+    },
     /// Request: which room an alias of the destination names.
     QueryAlias {
         /// The alias.

@@ -120,6 +120,19 @@ fn cases(origin: &OwnedServerName) -> Vec<(&'static str, Envelope)> {
             },
         ),
         (
+            "query_media",
+            Body::QueryMedia {
+                media_id: "abcDEF123".into(),
+            },
+        ),
+        (
+            "media_chunk",
+            Body::MediaChunk {
+                index: 2,
+                data: "aGVsbG8".into(),
+            },
+        ),
+        (
             "backfill",
             Body::Backfill {
                 room_id: room.clone(),

@@ -17,6 +17,7 @@ pub mod presence;
 pub mod push_eval;
 pub mod push_target;
 pub mod ratelimit;
+pub mod remote_media;
 pub mod rooms;
 pub mod sliding_sync;
 pub mod stream;
