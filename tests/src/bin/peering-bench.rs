@@ -4,6 +4,7 @@
 //! cargo run --release -p mixgate-tests --bin peering-bench -- --mu-ms 0 --samples 40
 //! cargo run --release -p mixgate-tests --bin peering-bench -- --defaults --samples 40
 //! cargo run --release -p mixgate-tests --bin peering-bench -- --mu-ms 0 --samples 5 --backfill 1000
+//! cargo run --release -p mixgate-tests --bin peering-bench -- --samples 5 --media-kib 100 --media-kib 1024
 //! ```
 //!
 //! Starts a local mixnet (3 layers × 2 mixes, 2 providers) with the given traffic parameters
@@ -56,6 +57,10 @@ struct Args {
     /// gateway 0 before it joined (backfill over the mixnet).
     #[arg(long, default_value_t = 0)]
     backfill: usize,
+    /// Also time gateway 1 downloading a file of this many KiB uploaded on gateway 0
+    /// (remote media over the mixnet); repeatable.
+    #[arg(long)]
+    media_kib: Vec<usize>,
 }
 
 struct Client {
@@ -319,6 +324,9 @@ async fn main() -> anyhow::Result<()> {
     if args.backfill > 0 {
         backfill(&clients, args.backfill).await?;
     }
+    for kib in &args.media_kib {
+        media(&clients, *kib).await?;
+    }
     for g in gateways {
         g.abort();
     }
@@ -393,6 +401,56 @@ async fn backfill(clients: &[Client], count: usize) -> anyhow::Result<()> {
     println!(
         "backfill: {seen} of {count} events in {secs:.1} s over {pages} pages of 100 ({:.0} events/s)",
         seen as f64 / secs
+    );
+    Ok(())
+}
+
+/// Times gateway 1 downloading a `kib` KiB file uploaded on gateway 0 (random bytes: the
+/// wire compression gains nothing, as with a photo).
+async fn media(clients: &[Client], kib: usize) -> anyhow::Result<()> {
+    // xorshift64: incompressible enough, no extra dependency.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ kib as u64;
+    let data: Vec<u8> = (0..kib * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let res: Value = clients[0]
+        .http
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename=f.bin",
+            clients[0].base
+        ))
+        .bearer_auth(&clients[0].token)
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await?
+        .json()
+        .await?;
+    let uri = res["content_uri"].as_str().context("content_uri")?;
+    let path = uri.trim_start_matches("mxc://");
+    let started = Instant::now();
+    let got = clients[1]
+        .http
+        .get(format!(
+            "{}/_matrix/client/v1/media/download/{path}",
+            clients[1].base
+        ))
+        .bearer_auth(&clients[1].token)
+        .send()
+        .await?;
+    let status = got.status();
+    let bytes = got.bytes().await?;
+    if !status.is_success() || bytes.as_ref() != data.as_slice() {
+        bail!("download of {kib} KiB failed: {status}");
+    }
+    println!(
+        "remote media: {kib} KiB in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
