@@ -19,7 +19,15 @@ use crate::{
 pub const CHUNK: usize = 40 * 1024;
 
 /// Chunks asked for at the same time.
-const PARALLEL: usize = 4;
+const PARALLEL: usize = 2;
+
+/// How long one chunk's answer is waited for, per attempt: a chunk is about 20 packets the
+/// uploading gateway sends at its constant rate behind whatever else it sends, so this is
+/// generous; an early retry would only make it send the chunk twice.
+const CHUNK_WAITS: [std::time::Duration; 2] = [
+    std::time::Duration::from_secs(45),
+    std::time::Duration::from_secs(45),
+];
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
@@ -124,12 +132,13 @@ pub async fn fetch(
     let indexes: Vec<u32> = (0..count as u32).collect();
     for batch in indexes.chunks(PARALLEL) {
         let answers = futures::future::join_all(batch.iter().map(|&index| {
-            peer.ask(
+            peer.ask_within(
                 server,
                 Body::FetchMedia {
                     media_id: media_id.to_owned(),
                     index,
                 },
+                &CHUNK_WAITS,
             )
         }))
         .await;
