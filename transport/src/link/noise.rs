@@ -11,6 +11,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::fault::{FaultState, LinkFaults};
 use super::frame::{Frame, FrameError, FrameKind, FRAME_PLAIN, FRAME_WIRE};
 
 /// The Noise protocol every link speaks.
@@ -37,6 +38,9 @@ pub enum LinkError {
     /// The peer's static key is not authorised.
     #[error("peer not authorised")]
     Unauthorized,
+    /// A fault plan ([`LinkConfig::faults`]) closed the link.
+    #[error("link reset by fault injection")]
+    InjectedReset,
 }
 
 impl From<snow::Error> for LinkError {
@@ -58,6 +62,8 @@ pub struct LinkConfig {
     pub rekey_frames: u64,
     /// ...or after this much time, whichever comes first.
     pub rekey_interval: Duration,
+    /// Faults to inject into data frames (tests and measurements; `None` in production).
+    pub faults: Option<Arc<LinkFaults>>,
 }
 
 impl Default for LinkConfig {
@@ -68,6 +74,7 @@ impl Default for LinkConfig {
             idle_timeout: Duration::from_secs(120),
             rekey_frames: 1 << 16,
             rekey_interval: Duration::from_secs(600),
+            faults: None,
         }
     }
 }
@@ -110,6 +117,8 @@ pub struct LinkSender {
     since_rekey: u64,
     last_rekey: Instant,
     buf: Box<[u8; FRAME_WIRE]>,
+    faults: Option<FaultState>,
+    held: Option<Frame>,
 }
 
 /// The receiving half of a link.
@@ -118,6 +127,14 @@ pub struct LinkReceiver {
     state: Arc<Mutex<TransportState>>,
     cfg: LinkConfig,
     buf: Box<[u8; FRAME_WIRE]>,
+    faults: Option<FaultState>,
+    held: Option<Frame>,
+    pending: std::collections::VecDeque<Frame>,
+}
+
+/// Whether fault injection may touch a frame of this kind (never the link's own control).
+fn faultable(kind: FrameKind) -> bool {
+    !matches!(kind, FrameKind::Rekey | FrameKind::Padding)
 }
 
 fn lock(s: &Mutex<TransportState>) -> std::sync::MutexGuard<'_, TransportState> {
@@ -127,6 +144,39 @@ fn lock(s: &Mutex<TransportState>) -> std::sync::MutexGuard<'_, TransportState> 
 impl LinkSender {
     /// Encrypts and sends one frame (and a rekey frame first when one is due).
     pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        let plan = self.cfg.faults.clone();
+        let (Some(plan), Some(st)) = (plan, self.faults.as_mut()) else {
+            return self.send_now(frame).await;
+        };
+        if !faultable(frame.kind) {
+            return self.send_now(frame).await;
+        }
+        let d = st.decide(&plan);
+        if d.reset {
+            let _ = self.w.shutdown().await;
+            return Err(LinkError::InjectedReset);
+        }
+        if d.drop {
+            return Ok(());
+        }
+        if let Some(t) = d.delay {
+            tokio::time::sleep(t).await;
+        }
+        if d.hold && self.held.is_none() {
+            self.held = Some(frame.clone());
+            return Ok(());
+        }
+        self.send_now(frame).await?;
+        if d.duplicate {
+            self.send_now(frame).await?;
+        }
+        if let Some(h) = self.held.take() {
+            self.send_now(&h).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_now(&mut self, frame: &Frame) -> Result<(), LinkError> {
         if self.since_rekey >= self.cfg.rekey_frames
             || self.last_rekey.elapsed() >= self.cfg.rekey_interval
         {
@@ -162,6 +212,43 @@ impl LinkSender {
 impl LinkReceiver {
     /// Receives the next non-control frame. Rekey frames are handled here.
     pub async fn recv(&mut self) -> Result<Frame, LinkError> {
+        if let Some(f) = self.pending.pop_front() {
+            return Ok(f);
+        }
+        loop {
+            let f = self.recv_now().await?;
+            let plan = self.cfg.faults.clone();
+            let (Some(plan), Some(st)) = (plan, self.faults.as_mut()) else {
+                return Ok(f);
+            };
+            if !faultable(f.kind) {
+                return Ok(f);
+            }
+            let d = st.decide(&plan);
+            if d.reset {
+                return Err(LinkError::InjectedReset);
+            }
+            if d.drop {
+                continue;
+            }
+            if let Some(t) = d.delay {
+                tokio::time::sleep(t).await;
+            }
+            if d.hold && self.held.is_none() {
+                self.held = Some(f);
+                continue;
+            }
+            if d.duplicate {
+                self.pending.push_back(f.clone());
+            }
+            if let Some(h) = self.held.take() {
+                self.pending.push_back(h);
+            }
+            return Ok(f);
+        }
+    }
+
+    async fn recv_now(&mut self) -> Result<Frame, LinkError> {
         loop {
             match timeout(self.cfg.idle_timeout, self.r.read_exact(&mut self.buf[..1])).await {
                 Err(_) => return Err(LinkError::Timeout("idle")),
@@ -196,6 +283,11 @@ fn split(stream: TcpStream, state: TransportState, cfg: &LinkConfig) -> (LinkSen
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let state = Arc::new(Mutex::new(state));
+    let faults = |inbound| {
+        cfg.faults
+            .as_deref()
+            .and_then(|p| FaultState::for_link(p, inbound))
+    };
     (
         LinkSender {
             w,
@@ -204,12 +296,17 @@ fn split(stream: TcpStream, state: TransportState, cfg: &LinkConfig) -> (LinkSen
             since_rekey: 0,
             last_rekey: Instant::now(),
             buf: Box::new([0u8; FRAME_WIRE]),
+            faults: faults(false),
+            held: None,
         },
         LinkReceiver {
             r,
             state,
             cfg: cfg.clone(),
             buf: Box::new([0u8; FRAME_WIRE]),
+            faults: faults(true),
+            held: None,
+            pending: std::collections::VecDeque::new(),
         },
     )
 }

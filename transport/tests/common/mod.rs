@@ -17,6 +17,7 @@ pub fn link_cfg() -> LinkConfig {
         idle_timeout: Duration::from_secs(30),
         rekey_frames: 500,
         rekey_interval: Duration::from_secs(60),
+        faults: None,
     }
 }
 
@@ -25,7 +26,13 @@ pub fn seed(tag: &str, i: usize) -> [u8; 32] {
 }
 
 pub async fn start_net(params: TrafficParams, per_layer: usize, providers: usize) -> TestNet {
-    TestNet::start(LocalMixnetConfig {
+    TestNet::start(net_cfg(params, per_layer, providers))
+        .await
+        .unwrap()
+}
+
+pub fn net_cfg(params: TrafficParams, per_layer: usize, providers: usize) -> LocalMixnetConfig {
+    LocalMixnetConfig {
         params,
         per_layer,
         providers,
@@ -33,9 +40,8 @@ pub async fn start_net(params: TrafficParams, per_layer: usize, providers: usize
         link: link_cfg(),
         refresh: Duration::from_millis(300),
         epoch_ms: 3_600_000,
-    })
-    .await
-    .unwrap()
+        mailbox: Default::default(),
+    }
 }
 
 pub fn client_cfg(
