@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use snow::{Builder, TransportState};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -116,14 +116,14 @@ pub struct LinkSender {
     cfg: LinkConfig,
     since_rekey: u64,
     last_rekey: Instant,
-    buf: Box<[u8; FRAME_WIRE]>,
+    out: Vec<u8>,
     faults: Option<FaultState>,
     held: Option<Frame>,
 }
 
 /// The receiving half of a link.
 pub struct LinkReceiver {
-    r: OwnedReadHalf,
+    r: BufReader<OwnedReadHalf>,
     state: Arc<Mutex<TransportState>>,
     cfg: LinkConfig,
     buf: Box<[u8; FRAME_WIRE]>,
@@ -141,51 +141,80 @@ fn lock(s: &Mutex<TransportState>) -> std::sync::MutexGuard<'_, TransportState> 
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Encrypted frames a sender buffers before writing them out in one system call.
+const BATCH_FRAMES: usize = 16;
+
 impl LinkSender {
-    /// Encrypts and sends one frame (and a rekey frame first when one is due).
+    /// Encrypts and sends one frame (and a rekey frame first when one is due), together with
+    /// any frames [`LinkSender::feed`] buffered before it.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        self.feed(frame).await?;
+        self.flush().await
+    }
+
+    /// Encrypts one frame into the send buffer; the buffer is written out when it holds
+    /// several frames or on [`LinkSender::flush`]. For a sender with a queue of frames:
+    /// feed them, then flush, and the kernel sees one write instead of one per frame.
+    pub async fn feed(&mut self, frame: &Frame) -> Result<(), LinkError> {
         let plan = self.cfg.faults.clone();
-        let (Some(plan), Some(st)) = (plan, self.faults.as_mut()) else {
-            return self.send_now(frame).await;
-        };
-        if !faultable(frame.kind) {
-            return self.send_now(frame).await;
+        if let (Some(plan), Some(st), true) = (plan, self.faults.as_mut(), faultable(frame.kind)) {
+            let d = st.decide(&plan);
+            if d.reset {
+                let _ = self.w.shutdown().await;
+                return Err(LinkError::InjectedReset);
+            }
+            if d.drop {
+                return Ok(());
+            }
+            if let Some(t) = d.delay {
+                self.flush().await?;
+                tokio::time::sleep(t).await;
+            }
+            if d.hold && self.held.is_none() {
+                self.held = Some(frame.clone());
+                return Ok(());
+            }
+            self.push(frame)?;
+            if d.duplicate {
+                self.push(frame)?;
+            }
+            if let Some(h) = self.held.take() {
+                self.push(&h)?;
+            }
+        } else {
+            self.push(frame)?;
         }
-        let d = st.decide(&plan);
-        if d.reset {
-            let _ = self.w.shutdown().await;
-            return Err(LinkError::InjectedReset);
-        }
-        if d.drop {
-            return Ok(());
-        }
-        if let Some(t) = d.delay {
-            tokio::time::sleep(t).await;
-        }
-        if d.hold && self.held.is_none() {
-            self.held = Some(frame.clone());
-            return Ok(());
-        }
-        self.send_now(frame).await?;
-        if d.duplicate {
-            self.send_now(frame).await?;
-        }
-        if let Some(h) = self.held.take() {
-            self.send_now(&h).await?;
+        if self.out.len() >= BATCH_FRAMES * FRAME_WIRE {
+            self.flush().await?;
         }
         Ok(())
     }
 
-    async fn send_now(&mut self, frame: &Frame) -> Result<(), LinkError> {
+    /// Writes out every buffered frame.
+    pub async fn flush(&mut self) -> Result<(), LinkError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // A peer that stops reading must not hold this task forever.
+        let r = match timeout(self.cfg.frame_timeout, self.w.write_all(&self.out)).await {
+            Err(_) => Err(LinkError::Timeout("peer not reading")),
+            Ok(r) => Ok(r?),
+        };
+        self.out.clear();
+        r
+    }
+
+    /// Encrypts a frame into the buffer, preceded by a rekey frame when one is due.
+    fn push(&mut self, frame: &Frame) -> Result<(), LinkError> {
         if self.since_rekey >= self.cfg.rekey_frames
             || self.last_rekey.elapsed() >= self.cfg.rekey_interval
         {
-            self.write(&Frame::new(FrameKind::Rekey, &[])).await?;
+            self.encrypt(&Frame::new(FrameKind::Rekey, &[]))?;
             lock(&self.state).rekey_outgoing();
             self.since_rekey = 0;
             self.last_rekey = Instant::now();
         }
-        self.write(frame).await?;
+        self.encrypt(frame)?;
         self.since_rekey += 1;
         Ok(())
     }
@@ -196,15 +225,20 @@ impl LinkSender {
         let _ = self.w.write_all(b).await;
     }
 
-    async fn write(&mut self, frame: &Frame) -> Result<(), LinkError> {
+    fn encrypt(&mut self, frame: &Frame) -> Result<(), LinkError> {
         let mut plain = [0u8; FRAME_PLAIN];
         frame.encode(&mut plain);
-        let n = lock(&self.state).write_message(&plain, &mut self.buf[..])?;
-        debug_assert_eq!(n, FRAME_WIRE);
-        // A peer that stops reading must not hold this task forever.
-        match timeout(self.cfg.frame_timeout, self.w.write_all(&self.buf[..])).await {
-            Err(_) => Err(LinkError::Timeout("peer not reading")),
-            Ok(r) => Ok(r?),
+        let at = self.out.len();
+        self.out.resize(at + FRAME_WIRE, 0);
+        match lock(&self.state).write_message(&plain, &mut self.out[at..]) {
+            Ok(n) => {
+                debug_assert_eq!(n, FRAME_WIRE);
+                Ok(())
+            }
+            Err(e) => {
+                self.out.truncate(at);
+                Err(e.into())
+            }
         }
     }
 }
@@ -295,12 +329,12 @@ fn split(stream: TcpStream, state: TransportState, cfg: &LinkConfig) -> (LinkSen
             cfg: cfg.clone(),
             since_rekey: 0,
             last_rekey: Instant::now(),
-            buf: Box::new([0u8; FRAME_WIRE]),
+            out: Vec::with_capacity(BATCH_FRAMES * FRAME_WIRE + 2 * FRAME_WIRE),
             faults: faults(false),
             held: None,
         },
         LinkReceiver {
-            r,
+            r: BufReader::with_capacity(BATCH_FRAMES * FRAME_WIRE, r),
             state,
             cfg: cfg.clone(),
             buf: Box::new([0u8; FRAME_WIRE]),

@@ -35,7 +35,7 @@ async fn serve_conn(inner: Arc<Inner>, sock: TcpStream) {
         .as_ref()
         .is_some_and(|d| d.node_by_link_key(&peer).is_some());
     let mailbox = (!is_node).then(|| mailbox_id(&peer));
-    if let Err(e) = read_frames(&inner, rx, tx, mailbox).await {
+    if let Err(e) = read_frames(&inner, rx, tx, peer, mailbox).await {
         debug!("link ended: {e}");
         NodeStats::inc(&inner.stats.link_errors);
     }
@@ -49,6 +49,7 @@ async fn read_frames(
     inner: &Inner,
     mut rx: LinkReceiver,
     mut tx: LinkSender,
+    peer: [u8; 32],
     client_mailbox: Option<[u8; 16]>,
 ) -> Result<(), crate::link::LinkError> {
     loop {
@@ -56,9 +57,7 @@ async fn read_frames(
         match f.kind {
             FrameKind::Packet => {
                 NodeStats::inc(&inner.stats.received);
-                if inner.ingress.try_send(f.body.to_vec()).is_err() {
-                    NodeStats::inc(&inner.stats.dropped_overload);
-                }
+                inner.enqueue(peer, f.body);
             }
             FrameKind::Submit => {
                 NodeStats::inc(&inner.stats.received);
@@ -92,12 +91,13 @@ async fn read_frames(
                 let n = items.len();
                 for (id, item) in items {
                     let body = poll::encode_answer(id, &item);
-                    tx.send(&Frame::new(FrameKind::Mailbox, &body)).await?;
+                    tx.feed(&Frame::new(FrameKind::Mailbox, &body)).await?;
                 }
                 for _ in n..batch {
-                    tx.send(&Frame::new(FrameKind::Mailbox, &poll::dummy_answer()))
+                    tx.feed(&Frame::new(FrameKind::Mailbox, &poll::dummy_answer()))
                         .await?;
                 }
+                tx.flush().await?;
                 NodeStats::inc(&inner.stats.polls_answered);
             }
             _ => NodeStats::inc(&inner.stats.dropped_malformed),

@@ -16,6 +16,8 @@ use crate::link::{connect, Frame, FrameKind, LinkConfig, LinkKeypair};
 use crate::packet::{NodeId, Packet};
 
 const QUEUE: usize = 4096;
+/// Most queued packets written to a peer in one go.
+const WRITE_BATCH: usize = 64;
 
 /// Outbound peer links of one node.
 pub struct Peers {
@@ -117,11 +119,20 @@ async fn peer_task(
         backoff = Duration::from_millis(20);
         loop {
             let Some(p) = rx.recv().await else { return };
-            if tx
-                .send(&Frame::new(FrameKind::Packet, p.as_bytes()))
-                .await
-                .is_err()
-            {
+            // Whatever else is already queued goes out in the same write.
+            let mut r = tx.feed(&Frame::new(FrameKind::Packet, p.as_bytes())).await;
+            for _ in 1..WRITE_BATCH {
+                let Ok(p) = rx.try_recv() else { break };
+                if r.is_err() {
+                    NodeStats::inc(&stats.dropped_overload);
+                    continue;
+                }
+                r = tx.feed(&Frame::new(FrameKind::Packet, p.as_bytes())).await;
+            }
+            if r.is_ok() {
+                r = tx.flush().await;
+            }
+            if r.is_err() {
                 NodeStats::inc(&stats.link_errors);
                 NodeStats::inc(&stats.dropped_overload);
                 break;

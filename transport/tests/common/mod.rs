@@ -10,6 +10,8 @@ use transport::link::LinkConfig;
 #[allow(unused_imports)]
 pub use transport::local::{LocalMixnet as TestNet, LocalMixnetConfig, LocalNode as RunningNode};
 
+pub mod fake_nodes;
+
 pub fn link_cfg() -> LinkConfig {
     LinkConfig {
         handshake_timeout: Duration::from_secs(3),
