@@ -27,33 +27,12 @@ use std::time::{Duration, Instant};
 use fake_nodes::*;
 use transport::directory::{Role, TrafficParams};
 use transport::link::{Frame, FrameKind, LinkSender};
-use transport::node::{Node, NodeConfig, NodeStats};
+use transport::node::{NodeConfig, NodeStats};
 
 const SENDERS: usize = 4;
 
 fn env<T: std::str::FromStr>(k: &str) -> Option<T> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
-}
-
-/// CPU time of one thread, read from outside it.
-struct ThreadClock(libc::clockid_t);
-
-impl ThreadClock {
-    fn current() -> Self {
-        let mut id: libc::clockid_t = 0;
-        // SAFETY: pthread_self is always valid for the calling thread; id is a valid out pointer.
-        unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
-        ThreadClock(id)
-    }
-    fn seconds(&self) -> f64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: ts is a valid out pointer.
-        unsafe { libc::clock_gettime(self.0, &mut ts) };
-        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-    }
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -82,36 +61,17 @@ fn main() {
     };
     let (dir_addr, authority) = gen.block_on(start_directory(params.clone()));
     // The mix under test, on its own thread and current-thread runtime.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawn = std::thread::Builder::new().name("mixnode".into());
-    let _ = spawn.spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut cfg = NodeConfig::new(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                Role::Mix { layer: 1 },
-                [7; 32],
-                dir_addr,
-                vec![authority],
-            );
-            cfg.refresh = Duration::from_millis(200);
-            cfg.epoch_ms = EPOCH_MS;
-            cfg.replay_capacity = 2_000_000;
-            let node = Node::bind(cfg, None).await.unwrap();
-            tx.send((
-                node.id(),
-                node.local_addr().unwrap(),
-                node.stats(),
-                ThreadClock::current(),
-            ))
-            .unwrap();
-            node.run().await.unwrap();
-        });
-    });
-    let (mix_id, mix_addr, stats, clock): (_, _, Arc<NodeStats>, _) = rx.recv().unwrap();
+    let mut cfg = NodeConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Role::Mix { layer: 1 },
+        [7; 32],
+        dir_addr,
+        vec![authority],
+    );
+    cfg.refresh = Duration::from_millis(200);
+    cfg.epoch_ms = EPOCH_MS;
+    cfg.replay_capacity = 2_000_000;
+    let (mix_id, mix_addr, stats, clock) = node_thread(cfg);
     let base = Instant::now();
     let log = Arc::new(Mutex::new(SinkLog::default()));
     let sink = Fake::new(200);

@@ -124,3 +124,47 @@ async fn a_flooding_peer_does_not_stop_another() {
     // ...yet every packet of the quiet peer went through.
     assert_eq!(arrived, QUIET, "the quiet peer lost packets to the flood");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_opening_many_links_keeps_only_a_few() {
+    let params = TrafficParams {
+        mix_loop_per_s: 0.0,
+        ..TrafficParams::default()
+    };
+    let (dir, authority) = start_directory(params).await;
+    let mut cfg = NodeConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Role::Mix { layer: 1 },
+        [8; 32],
+        dir,
+        vec![authority],
+    );
+    cfg.refresh = Duration::from_millis(100);
+    cfg.epoch_ms = EPOCH_MS;
+    cfg.replay_capacity = 1_000_000;
+    let mix = RunningNode::start(cfg, None).await.unwrap();
+    let (greedy, other) = (Fake::new(110), Fake::new(111));
+    greedy
+        .register(dir, Role::Provider, "127.0.0.1:9".into())
+        .await;
+    other
+        .register(dir, Role::Provider, "127.0.0.1:9".into())
+        .await;
+    let (_, mix_link) = listed(dir, authority, mix.id).await;
+    let mut links = vec![];
+    for _ in 0..10 {
+        links.push(open_link(mix.addr, &greedy.link, &mix_link).await);
+    }
+    // Handshakes complete, then the node closes every link beyond the peer's allowance.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mix.stats.get("links_refused") < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(mix.stats.get("links_refused"), 6, "4 links kept, 6 refused");
+    // Another peer is not affected by the greedy one's links.
+    let mut tx = open_link(mix.addr, &other.link, &mix_link).await;
+    tx.send(&Frame::new(FrameKind::Padding, &[])).await.unwrap();
+    assert_eq!(mix.stats.get("links_refused"), 6);
+    drop(links);
+}

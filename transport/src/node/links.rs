@@ -10,6 +10,11 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
+        if conns.len() >= inner.cfg.max_links {
+            NodeStats::inc(&inner.stats.links_refused);
+            drop(sock);
+            continue;
+        }
         conns.spawn(serve_conn(inner.clone(), sock));
     }
 }
@@ -30,6 +35,11 @@ async fn serve_conn(inner: Arc<Inner>, sock: TcpStream) {
             NodeStats::inc(&inner.stats.links_refused);
             return;
         }
+    };
+    let Some(_slot) = PeerSlot::take(&inner, peer) else {
+        debug!("link refused: the peer already holds {LINKS_PER_PEER} links");
+        NodeStats::inc(&inner.stats.links_refused);
+        return;
     };
     let is_node = doc
         .as_ref()
@@ -101,6 +111,43 @@ async fn read_frames(
                 NodeStats::inc(&inner.stats.polls_answered);
             }
             _ => NodeStats::inc(&inner.stats.dropped_malformed),
+        }
+    }
+}
+
+/// One of a peer's [`LINKS_PER_PEER`] link slots, given back when the link ends.
+struct PeerSlot<'a> {
+    inner: &'a Inner,
+    peer: [u8; 32],
+}
+
+impl<'a> PeerSlot<'a> {
+    fn take(inner: &'a Inner, peer: [u8; 32]) -> Option<Self> {
+        let mut m = inner
+            .links_per_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(peer).or_insert(0);
+        if *n >= LINKS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { inner, peer })
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .inner
+            .links_per_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
         }
     }
 }

@@ -50,6 +50,9 @@ use process::{delay_loop, worker};
 const INGRESS_PER_PEER: usize = 1024;
 /// Packets all peers together may have waiting for the worker.
 const INGRESS_TOTAL: usize = 16384;
+/// Incoming links one peer key may hold at once (a node needs one, a gateway one or two
+/// while reconnecting).
+const LINKS_PER_PEER: usize = 4;
 
 /// Configuration of a mix node or provider.
 #[derive(Debug, Clone)]
@@ -85,6 +88,9 @@ pub struct NodeConfig {
     pub replay_capacity: u64,
     /// Longest delay honoured; longer sender-chosen delays are clamped.
     pub max_delay: Duration,
+    /// Most incoming connections served at once (handshaking or established); more are
+    /// closed at once and counted in `links_refused`.
+    pub max_links: usize,
 }
 
 impl NodeConfig {
@@ -120,6 +126,7 @@ impl NodeConfig {
             mailbox: MailboxConfig::default(),
             replay_capacity: 10_000_000,
             max_delay: Duration::from_secs(60),
+            max_links: 10_000,
         }
     }
 }
@@ -145,6 +152,8 @@ struct Inner {
     mailboxes: Option<Arc<Mailboxes>>,
     stats: Arc<NodeStats>,
     ingress: Arc<Ingress>,
+    /// Established incoming links per peer static key.
+    links_per_peer: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
     delay_tx: mpsc::Sender<(Instant, NodeId, Packet)>,
 }
 
@@ -202,6 +211,7 @@ impl Node {
             mailboxes,
             stats,
             ingress,
+            links_per_peer: Default::default(),
             delay_tx,
         });
         Ok(Node {

@@ -16,6 +16,7 @@ use transport::directory::{
     Role, SignedRegistration, TrafficParams,
 };
 use transport::link::{accept, connect, FrameKind, LinkConfig, LinkKeypair, LinkSender};
+use transport::node::{Node, NodeConfig, NodeStats};
 use transport::packet::{create_forward_with, ForwardSecrets, Packet, RouteHop, SecretKey};
 use transport::util::now_ms;
 
@@ -255,4 +256,54 @@ pub async fn open_link(addr: SocketAddr, me: &LinkKeypair, node_link: &[u8; 32])
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("node never accepted the link");
+}
+
+/// CPU time of one thread, read from any thread.
+pub struct ThreadClock(libc::clockid_t);
+
+impl ThreadClock {
+    /// The calling thread's clock.
+    pub fn current() -> Self {
+        let mut id: libc::clockid_t = 0;
+        // SAFETY: pthread_self is valid for the calling thread; id is a valid out pointer.
+        unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
+        ThreadClock(id)
+    }
+
+    /// CPU seconds used so far.
+    pub fn seconds(&self) -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid out pointer.
+        unsafe { libc::clock_gettime(self.0, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    }
+}
+
+/// Runs a node alone on a new thread named `mixnode` with a current-thread runtime, so all
+/// its work (links, worker, delays, polls) is on one core. Returns its id, address, counters
+/// and the thread's CPU clock.
+pub fn node_thread(cfg: NodeConfig) -> ([u8; 16], SocketAddr, Arc<NodeStats>, ThreadClock) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawn = std::thread::Builder::new().name("mixnode".into());
+    let _ = spawn.spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let node = Node::bind(cfg, None).await.unwrap();
+            tx.send((
+                node.id(),
+                node.local_addr().unwrap(),
+                node.stats(),
+                ThreadClock::current(),
+            ))
+            .unwrap();
+            node.run().await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
 }
