@@ -8,7 +8,8 @@
 //! fraction received, the fraction `Delivered` (confirmed) within the capped retries, latency
 //! from `send` to the receiver's `recv`, and the sender's real packets per data fragment (the
 //! bandwidth the repair costs, in Poisson send slots that would otherwise carry cover).
-//! Set `MIXGATE_LOSS_SCALE` (default 1) to multiply the message counts.
+//! Set `MIXGATE_LOSS_SCALE` (default 1) to multiply the message counts and
+//! `MIXGATE_LOSS_RATES` (comma-separated fractions) to choose the loss rates.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -176,7 +177,11 @@ async fn delivery_under_loss() {
     );
     println!("| loss | size | sent | received | delivered | p50 / p90 / p99 / max ms | real packets per data fragment | retransmits | resends |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for loss in [0.0, 0.01, 0.05, 0.10] {
+    let rates: Vec<f64> = std::env::var("MIXGATE_LOSS_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![0.0, 0.01, 0.05, 0.10]);
+    for loss in rates {
         let mut r = run(loss, scale).await;
         let overhead = r.real_packets as f64 / r.data_fragments.max(1) as f64;
         for (k, (sent, recv, deliv, lat)) in r.per_size.iter_mut().enumerate() {
