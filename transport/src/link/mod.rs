@@ -8,6 +8,7 @@ pub use fault::{FaultSpec, LinkFaults};
 pub use frame::{Frame, FrameError, FrameKind, FRAME_PLAIN, FRAME_WIRE};
 pub use noise::{
     accept, connect, LinkConfig, LinkError, LinkKeypair, LinkReceiver, LinkSender, NOISE_PARAMS,
+    NOISE_PARAMS_PQ,
 };
 
 #[cfg(test)]

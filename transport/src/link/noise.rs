@@ -14,11 +14,31 @@ use tokio::time::timeout;
 use super::fault::{FaultState, LinkFaults};
 use super::frame::{Frame, FrameError, FrameKind, FRAME_PLAIN, FRAME_WIRE};
 
-/// The Noise protocol every link speaks.
+/// The Noise protocol every link speaks (classical).
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_AESGCM_SHA256";
+/// The hybrid post-quantum protocol, when the directory document sets `pq_links`: IK with
+/// the KEM extension (`hfs`), X25519 and Kyber1024 together, so the link keys stay secret
+/// unless *both* are broken.
+pub const NOISE_PARAMS_PQ: &str = "Noise_IKhfs_25519+Kyber1024_AESGCM_SHA256";
 const PROLOGUE: &[u8] = b"mixgate link v1";
 const MSG1_LEN: usize = 32 + 48 + 16;
 const MSG2_LEN: usize = 32 + 16;
+/// Kyber1024 public key and ciphertext sizes.
+const KYBER_PK: usize = 1568;
+const KYBER_CT: usize = 1568;
+/// IKhfs message 1 adds the KEM ephemeral public key (`e1`, encrypted: + tag).
+const MSG1_LEN_PQ: usize = MSG1_LEN + KYBER_PK + 16;
+/// Message 2 adds the KEM ciphertext (`ekem1`, encrypted: + tag).
+const MSG2_LEN_PQ: usize = MSG2_LEN + KYBER_CT + 16;
+
+/// Handshake message lengths for the classical or the hybrid pattern.
+pub(super) fn msg_lens(pq: bool) -> (usize, usize) {
+    if pq {
+        (MSG1_LEN_PQ, MSG2_LEN_PQ)
+    } else {
+        (MSG1_LEN, MSG2_LEN)
+    }
+}
 
 /// Why a link failed.
 #[derive(Debug, Error)]
@@ -64,6 +84,9 @@ pub struct LinkConfig {
     pub rekey_interval: Duration,
     /// Faults to inject into data frames (tests and measurements; `None` in production).
     pub faults: Option<Arc<LinkFaults>>,
+    /// Speak the hybrid post-quantum pattern ([`NOISE_PARAMS_PQ`]). Nodes and clients set it
+    /// from the directory document's `pq_links`, so both ends of every link agree.
+    pub pq: bool,
 }
 
 impl Default for LinkConfig {
@@ -75,6 +98,7 @@ impl Default for LinkConfig {
             rekey_frames: 1 << 16,
             rekey_interval: Duration::from_secs(600),
             faults: None,
+            pq: false,
         }
     }
 }
@@ -345,10 +369,12 @@ fn split(stream: TcpStream, state: TransportState, cfg: &LinkConfig) -> (LinkSen
     )
 }
 
-fn params() -> snow::params::NoiseParams {
-    // The constant is a valid pattern string; parsing cannot fail.
+fn params(pq: bool) -> snow::params::NoiseParams {
+    // The constants are valid pattern strings; parsing cannot fail.
     #[allow(clippy::expect_used)]
-    NOISE_PARAMS.parse().expect("noise params")
+    if pq { NOISE_PARAMS_PQ } else { NOISE_PARAMS }
+        .parse()
+        .expect("noise params")
 }
 
 /// Opens a link to a peer whose static key `remote` comes from the directory.
@@ -358,17 +384,22 @@ pub async fn connect(
     remote: &[u8; 32],
     cfg: &LinkConfig,
 ) -> Result<(LinkSender, LinkReceiver), LinkError> {
+    let (l1, l2) = msg_lens(cfg.pq);
     let fut = async {
-        let mut hs = Builder::new(params())
+        let mut hs = Builder::new(params(cfg.pq))
             .local_private_key(&local.secret)?
             .remote_public_key(remote)?
             .prologue(PROLOGUE)?
             .build_initiator()?;
-        let mut m1 = [0u8; MSG1_LEN];
+        let mut m1 = vec![0u8; l1];
         let n = hs.write_message(&[], &mut m1)?;
-        debug_assert_eq!(n, MSG1_LEN);
+        if n != l1 {
+            return Err(LinkError::Noise(format!(
+                "handshake message 1 is {n} bytes"
+            )));
+        }
         stream.write_all(&m1).await?;
-        let mut m2 = [0u8; MSG2_LEN];
+        let mut m2 = vec![0u8; l2];
         stream.read_exact(&mut m2).await?;
         let mut p = [0u8; 64];
         hs.read_message(&m2, &mut p)?;
@@ -388,12 +419,13 @@ pub async fn accept(
     authorize: impl Fn(&[u8; 32]) -> bool,
     cfg: &LinkConfig,
 ) -> Result<([u8; 32], LinkSender, LinkReceiver), LinkError> {
+    let (l1, l2) = msg_lens(cfg.pq);
     let fut = async {
-        let mut hs = Builder::new(params())
+        let mut hs = Builder::new(params(cfg.pq))
             .local_private_key(&local.secret)?
             .prologue(PROLOGUE)?
             .build_responder()?;
-        let mut m1 = [0u8; MSG1_LEN];
+        let mut m1 = vec![0u8; l1];
         stream.read_exact(&mut m1).await?;
         let mut p = [0u8; 64];
         hs.read_message(&m1, &mut p)?;
@@ -405,8 +437,13 @@ pub async fn accept(
         if !authorize(&peer) {
             return Err(LinkError::Unauthorized);
         }
-        let mut m2 = [0u8; MSG2_LEN];
-        hs.write_message(&[], &mut m2)?;
+        let mut m2 = vec![0u8; l2];
+        let n = hs.write_message(&[], &mut m2)?;
+        if n != l2 {
+            return Err(LinkError::Noise(format!(
+                "handshake message 2 is {n} bytes"
+            )));
+        }
         stream.write_all(&m2).await?;
         Ok::<_, LinkError>((peer, hs.into_transport_mode()?))
     };

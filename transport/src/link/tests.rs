@@ -13,6 +13,7 @@ fn cfg() -> LinkConfig {
         rekey_frames: 7,
         rekey_interval: Duration::from_secs(60),
         faults: None,
+        pq: false,
     }
 }
 
@@ -256,4 +257,62 @@ async fn a_fault_reset_closes_the_link() {
     assert!(got.is_empty());
     let (got, _) = through_faults(FaultSpec::default(), spec, 10, 1).await;
     assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn hybrid_links_carry_frames_and_refuse_a_classical_peer() {
+    let pq = LinkConfig { pq: true, ..cfg() };
+    for (client_pq, ok) in [(true, true), (false, false)] {
+        let (l, addr) = listener().await;
+        let server = LinkKeypair::random();
+        let client = LinkKeypair::random();
+        let (s2, pq2) = (server.clone(), pq.clone());
+        let h = tokio::spawn(async move {
+            let (sock, _) = l.accept().await.unwrap();
+            let (_, _tx, mut rx) = accept(sock, &s2, |_| true, &pq2).await?;
+            rx.recv().await
+        });
+        let ccfg = LinkConfig {
+            pq: client_pq,
+            ..cfg()
+        };
+        let sock = TcpStream::connect(addr).await.unwrap();
+        let sent = match connect(sock, &client, &server.public, &ccfg).await {
+            Ok((mut tx, _rx)) => tx
+                .send(&Frame::new(FrameKind::Packet, &[7; 9]))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        let got = h.await.unwrap();
+        assert_eq!(sent && got.is_ok(), ok, "pq client {client_pq}");
+        if ok {
+            assert_eq!(got.unwrap().body[0], 7);
+        }
+    }
+}
+
+#[test]
+fn hybrid_handshake_message_lengths() {
+    // The responder reads fixed-length handshake messages: the constants must match snow.
+    let p: snow::params::NoiseParams = NOISE_PARAMS_PQ.parse().unwrap();
+    let (a, b) = (LinkKeypair::random(), LinkKeypair::random());
+    let mut i = snow::Builder::new(p.clone())
+        .local_private_key(&a.secret)
+        .unwrap()
+        .remote_public_key(&b.public)
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut r = snow::Builder::new(p)
+        .local_private_key(&b.secret)
+        .unwrap()
+        .build_responder()
+        .unwrap();
+    let mut m = vec![0u8; 4096];
+    let mut pl = vec![0u8; 4096];
+    let n1 = i.write_message(&[], &mut m).unwrap();
+    r.read_message(&m[..n1], &mut pl).unwrap();
+    let n2 = r.write_message(&[], &mut m).unwrap();
+    assert_eq!((n1, n2), super::noise::msg_lens(true));
 }

@@ -28,7 +28,9 @@ async fn serve_conn(inner: Arc<Inner>, sock: TcpStream) {
                 .as_ref()
                 .is_some_and(|d| d.node_by_link_key(k).is_some())
     };
-    let (peer, tx, rx) = match accept(sock, &inner.link, authorize, &inner.cfg.link).await {
+    let mut link_cfg = inner.cfg.link.clone();
+    link_cfg.pq = doc.as_ref().is_some_and(|d| d.params.pq_links);
+    let (peer, tx, rx) = match accept(sock, &inner.link, authorize, &link_cfg).await {
         Ok(x) => x,
         Err(e) => {
             debug!("link refused: {e}");

@@ -93,7 +93,11 @@ async fn peer_task(
         let link = match node {
             None => None,
             Some(n) => match TcpStream::connect(&n.address).await {
-                Ok(s) => connect(s, &local, &n.link_key, &cfg).await.ok(),
+                Ok(s) => {
+                    let mut cfg = cfg.clone();
+                    cfg.pq = doc.borrow().as_ref().is_some_and(|d| d.params.pq_links);
+                    connect(s, &local, &n.link_key, &cfg).await.ok()
+                }
                 Err(_) => None,
             },
         };

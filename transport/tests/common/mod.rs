@@ -20,6 +20,7 @@ pub fn link_cfg() -> LinkConfig {
         rekey_frames: 500,
         rekey_interval: Duration::from_secs(60),
         faults: None,
+        pq: false,
     }
 }
 
