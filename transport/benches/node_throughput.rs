@@ -14,6 +14,8 @@
 //! Printed per step: offered and achieved packets/s, the node thread's CPU use, CPU µs per
 //! packet, losses and added latency. `MIXGATE_BENCH_SECS` sets the step length (default 2),
 //! `MIXGATE_BENCH_RATES` the ladder (comma-separated packets/s), `MIXGATE_BENCH_MU_MS` μ.
+//! `MIXGATE_BENCH_FLOOD=1` adds a fifth peer flooding forged packets from its own thread,
+//! to show what the measured senders keep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/fake_nodes.rs"]
@@ -93,7 +95,51 @@ fn main() {
         .into_iter()
         .map(|l| Arc::new(tokio::sync::Mutex::new(l)))
         .collect();
-    println!("mix node on one thread; {SENDERS} sender links; μ = {mu_ms} ms; {secs} s per step");
+    // Optionally a fifth peer floods the node with forged packets (each costs a full X25519)
+    // from its own thread, as fast as its link goes, for the whole run.
+    let flood = std::env::var("MIXGATE_BENCH_FLOOD").is_ok_and(|v| v == "1");
+    let flooded = Arc::new(AtomicU64::new(0));
+    if flood {
+        let flooder = Fake::new(150);
+        gen.block_on(flooder.register(dir_addr, Role::Provider, "127.0.0.1:9".into()));
+        let (flooded, mix_hop_key) = (flooded.clone(), mix_hop.clone());
+        let _ = std::thread::Builder::new()
+            .name("flooder".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let (_, mix_link) = listed(dir_addr, authority, mix_hop_key.id).await;
+                    let mut tx = open_link(mix_addr, &flooder.link, &mix_link).await;
+                    let mut junk = [0u8; transport::packet::PACKET_SIZE];
+                    let mut n = 0u64;
+                    loop {
+                        n += 1;
+                        junk[..8].copy_from_slice(&n.to_le_bytes());
+                        junk[0] = transport::packet::VERSION;
+                        if tx
+                            .send(&Frame::new(FrameKind::Packet, &junk))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        flooded.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            });
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    println!(
+        "mix node on one thread; {SENDERS} sender links; μ = {mu_ms} ms; {secs} s per step{}",
+        if flood {
+            "; a fifth peer flooding forged packets"
+        } else {
+            ""
+        }
+    );
     println!("| offered pkt/s | achieved pkt/s | node CPU | CPU µs/pkt | lost | node drops | added latency p50 / p99 / max ms | pass |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut best = 0u64;
@@ -101,7 +147,11 @@ fn main() {
         let n = (rate as f64 * secs) as usize;
         let prepared = prepare(n, &mix_hop, &sink_hop, mu_ms, step as u64 + 1);
         log.lock().unwrap().expect(&prepared);
-        let drops_before = drop_count(&stats);
+        let drops_before = drop_count(&stats, flood);
+        let flood0 = (
+            flooded.load(Ordering::Relaxed),
+            stats.get("dropped_peer_full"),
+        );
         let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
         let prepared = Arc::new(prepared);
         let cpu0 = clock.seconds();
@@ -165,7 +215,14 @@ fn main() {
         let span = (last_arrival.saturating_sub(first_send)) as f64 / 1e9;
         let achieved = got as f64 / span.max(1e-9);
         let lost = n - got;
-        let drops = drop_count(&stats) - drops_before;
+        let drops = drop_count(&stats, flood) - drops_before;
+        if flood {
+            println!(
+                "  (flood: {:.0} forged frames/s sent, {:.0}/s dropped at its own queue)",
+                (flooded.load(Ordering::Relaxed) - flood0.0) as f64 / wall,
+                (stats.get("dropped_peer_full") - flood0.1) as f64 / wall
+            );
+        }
         let (p50, p99, max) = (
             pct(&mut added, 0.5),
             pct(&mut added, 0.99),
@@ -189,15 +246,18 @@ fn main() {
     println!("sustained: {best} packets/s through one mix node thread");
 }
 
-fn drop_count(s: &NodeStats) -> u64 {
-    [
+/// Drops that hit the measured traffic (with a flood, forged packets' bad MACs and the
+/// flooder's own queue overflowing are the flood's, not the measured senders').
+fn drop_count(s: &NodeStats, flood: bool) -> u64 {
+    let mut keys = vec![
         "dropped_overload",
         "dropped_malformed",
-        "dropped_bad_mac",
         "dropped_replay",
         "dropped_unknown_hop",
-    ]
-    .iter()
-    .map(|k| s.get(k))
-    .sum()
+    ];
+    if !flood {
+        keys.push("dropped_bad_mac");
+        keys.push("dropped_peer_full");
+    }
+    keys.iter().map(|k| s.get(k)).sum()
 }

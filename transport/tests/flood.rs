@@ -1,7 +1,8 @@
 //! A flooding peer does not stop anyone else's traffic: one registered peer floods a mix
 //! node over four links with packets that each cost the node a full X25519 (forged headers),
 //! while another peer sends at a tenth of that pace or less. Every packet of the quiet peer
-//! still reaches the next hop; the flood is cut down to its own bounded share and counted.
+//! still reaches the next hop; the flood is held to its own bounded queue (the node stops
+//! reading its links while that queue is full).
 //! No timing assertions: the waits only guard against hangs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -111,17 +112,14 @@ async fn a_flooding_peer_does_not_stop_another() {
         s.get("dropped_peer_full"),
         s.get("dropped_overload"),
     );
-    // The flood was far beyond the quiet peer's pace and beyond what the node could take...
+    // The flood ran at far more than ten times the quiet peer's pace, and the node worked
+    // through it (each forged packet refused after its X25519)...
     assert!(flood_sent as f64 / flood_secs > 10.0 * QUIET as f64 / quiet_secs);
-    assert!(
-        s.get("dropped_peer_full") > 0,
-        "the flood overflowed its own queue"
-    );
-    assert!(
-        s.get("dropped_bad_mac") > 0,
-        "and was processed (and refused) in part"
-    );
-    // ...yet every packet of the quiet peer went through.
+    assert!(s.get("dropped_bad_mac") > 0, "the flood reached the worker");
+    // ...held back at its own links (the node stops reading a peer whose queue is full)
+    // rather than dropped, and nobody else's packets were dropped...
+    assert_eq!(s.get("dropped_overload"), 0);
+    // ...and every packet of the quiet peer went through.
     assert_eq!(arrived, QUIET, "the quiet peer lost packets to the flood");
 }
 

@@ -1,9 +1,11 @@
 //! The node's ingress: one bounded queue per source (a peer's static link key, or the node
-//! itself), served round-robin. A source that floods fills only its own queue; its excess is
-//! dropped and counted while every other source keeps its share of the worker.
+//! itself), served round-robin. A source that floods fills only its own queue, and every
+//! other source keeps its share of the worker. Link readers use [`Ingress::push_wait`]: when
+//! their peer's queue is full they stop reading until it drains, so a flood is held back by
+//! TCP at the flooder's socket instead of being decrypted and dropped at the node's expense.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -30,6 +32,9 @@ struct State {
     /// Sources with queued packets, in service order (each appears once).
     ring: VecDeque<Source>,
     len: usize,
+    /// Wake-ups for readers waiting for room in their source's queue (only for sources with
+    /// queued packets, so bounded like the queues).
+    room: HashMap<Source, Arc<Notify>>,
 }
 
 /// Why a packet was not queued.
@@ -58,13 +63,18 @@ impl Ingress {
 
     /// Queues `item` from `source`, or refuses it when that source or the node is full.
     pub fn push(&self, source: Source, item: Item) -> Result<(), Refused> {
+        self.try_push(source, item).map_err(|(r, _)| r)
+    }
+
+    /// As [`Ingress::push`], giving the item back when refused.
+    fn try_push(&self, source: Source, item: Item) -> Result<(), (Refused, Item)> {
         let mut st = self.lock();
         if st.len >= self.total {
-            return Err(Refused::NodeFull);
+            return Err((Refused::NodeFull, item));
         }
         let q = st.queues.entry(source).or_default();
         if q.len() >= self.per_source {
-            return Err(Refused::SourceFull);
+            return Err((Refused::SourceFull, item));
         }
         let was_empty = q.is_empty();
         q.push_back(item);
@@ -75,6 +85,31 @@ impl Ingress {
         drop(st);
         self.ready.notify_one();
         Ok(())
+    }
+
+    /// Queues `item` from `source`, waiting while that source's queue is full; refuses it
+    /// only when the whole node is full.
+    pub async fn push_wait(&self, source: Source, item: Item) -> Result<(), Refused> {
+        let mut item = item;
+        loop {
+            // Register for a wake-up before trying, so a pop in between is not missed.
+            let room = self.lock().room.entry(source).or_default().clone();
+            let notified = room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_push(source, item) {
+                Ok(()) => return Ok(()),
+                Err((Refused::NodeFull, _)) => {
+                    let mut st = self.lock();
+                    if !st.queues.contains_key(&source) {
+                        st.room.remove(&source);
+                    }
+                    return Err(Refused::NodeFull);
+                }
+                Err((Refused::SourceFull, back)) => item = back,
+            }
+            notified.await;
+        }
     }
 
     /// Takes up to `max` packets, one per source in turn, into `out`; waits while empty.
@@ -95,11 +130,19 @@ impl Ingress {
                     if let Some(i) = item {
                         st.len -= 1;
                         out.push(i);
+                        if let Some(r) = st.room.get(&src) {
+                            r.notify_one();
+                        }
                     }
                     if more {
                         st.ring.push_back(src);
                     } else {
                         st.queues.remove(&src);
+                        // Nobody needs to wait for room in an empty queue: wake any waiter
+                        // and forget the entry, so the map holds only busy peers.
+                        if let Some(r) = st.room.remove(&src) {
+                            r.notify_waiters();
+                        }
                     }
                 }
             }
@@ -155,6 +198,25 @@ mod tests {
         }
         assert_eq!(q.push([9; 32], item(9)), Err(Refused::NodeFull));
         assert_eq!(q.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_full_source_waits_for_room_instead_of_dropping() {
+        let q = std::sync::Arc::new(Ingress::new(2, 100));
+        let src = [5u8; 32];
+        q.push_wait(src, item(1)).await.unwrap();
+        q.push_wait(src, item(2)).await.unwrap();
+        let q2 = q.clone();
+        let blocked = tokio::spawn(async move { q2.push_wait(src, item(3)).await });
+        tokio::task::yield_now().await;
+        assert!(!blocked.is_finished(), "the third push waits");
+        assert_eq!(q.len(), 2);
+        let mut out = vec![];
+        q.pop_batch(1, &mut out).await;
+        blocked.await.unwrap().unwrap();
+        out.clear();
+        q.pop_batch(10, &mut out).await;
+        assert_eq!(out.iter().map(|i| i[0]).collect::<Vec<_>>(), vec![2, 3]);
     }
 
     #[tokio::test]

@@ -69,7 +69,7 @@ async fn read_frames(
         match f.kind {
             FrameKind::Packet => {
                 NodeStats::inc(&inner.stats.received);
-                inner.enqueue(peer, f.body);
+                inner.enqueue_wait(peer, f.body).await;
             }
             FrameKind::Submit => {
                 NodeStats::inc(&inner.stats.received);

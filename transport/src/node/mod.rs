@@ -335,6 +335,16 @@ impl Inner {
         }
     }
 
+    /// Queues a packet read from a link, holding the link's reader while its peer's queue is
+    /// full (back-pressure on that peer alone).
+    async fn enqueue_wait(&self, source: ingress::Source, packet: ingress::Item) {
+        match self.ingress.push_wait(source, packet).await {
+            Ok(()) => {}
+            Err(Refused::SourceFull) => NodeStats::inc(&self.stats.dropped_peer_full),
+            Err(Refused::NodeFull) => NodeStats::inc(&self.stats.dropped_overload),
+        }
+    }
+
     fn send_to(&self, next: NodeId, p: Packet) {
         if next == self.id {
             self.enqueue([0; 32], Box::new(*p.as_bytes()));
