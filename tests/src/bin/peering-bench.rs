@@ -434,8 +434,11 @@ async fn media(clients: &[Client], kib: usize) -> anyhow::Result<()> {
     let uri = res["content_uri"].as_str().context("content_uri")?;
     let path = uri.trim_start_matches("mxc://");
     let started = Instant::now();
-    let got = clients[1]
-        .http
+    // A client of its own: the shared one gives up after 90 s, a large file takes longer.
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1800))
+        .build()?;
+    let got = patient
         .get(format!(
             "{}/_matrix/client/v1/media/download/{path}",
             clients[1].base
