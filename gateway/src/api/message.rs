@@ -31,6 +31,7 @@ use crate::{
     error::{ApiError, ApiResult},
     service::{
         filter::EventFilter,
+        relations::{client_event, Viewer},
         rooms::{markers::set_marker, send::send_event, Pdu},
         Gateway,
     },
@@ -242,9 +243,12 @@ async fn get_messages(
             if !filter.allows(pdu.kind.to_string().as_str(), Some(pdu.sender.as_str())) {
                 continue;
             }
-            chunk.push(
-                pdu.to_client_event(&stored, Some((&caller.user_id, caller.device_id.as_str()))),
-            );
+            chunk.push(client_event(
+                &gw,
+                Viewer::new(&caller.user_id, caller.device_id.as_str()),
+                &pdu,
+                &stored,
+            )?);
             pdus.push(pdu);
             if chunk.len() == limit {
                 break;
@@ -282,7 +286,7 @@ async fn get_context(
     if !gw.rooms.can_see(room, &caller.user_id, stored.pos)? {
         return Err(ApiError::not_found("Unknown event"));
     }
-    let viewer = Some((&*caller.user_id, caller.device_id.as_str()));
+    let viewer = Viewer::new(&caller.user_id, caller.device_id.as_str());
     let limit = (u64::from(b.limit) as usize).min(100);
     let half = limit.div_ceil(2);
     let collect =
@@ -296,7 +300,7 @@ async fn get_context(
                     continue;
                 }
                 if let Some((p, s)) = gw.rooms.get_pdu(&id)? {
-                    out.push(p.to_client_event(&s, viewer));
+                    out.push(client_event(&gw, viewer, &p, &s)?);
                     pdus.push(p);
                 }
             }
@@ -310,7 +314,7 @@ async fn get_context(
     all.extend(after_pdus);
     let state = lazy_members(&gw, room, &all)?;
     Ok(Json(json!({
-        "event": pdu.to_client_event(&stored, viewer),
+        "event": client_event(&gw, viewer, &pdu, &stored)?,
         "events_before": before,
         "events_after": after,
         "start": first.map(|p| p - 1).unwrap_or(stored.pos - 1).to_string(),
@@ -333,10 +337,12 @@ async fn get_room_event(
     if !gw.rooms.can_see(&b.room_id, &caller.user_id, stored.pos)? {
         return Err(ApiError::not_found("Unknown event"));
     }
-    Ok(Json(pdu.to_client_event(
+    Ok(Json(client_event(
+        &gw,
+        Viewer::new(&caller.user_id, caller.device_id.as_str()),
+        &pdu,
         &stored,
-        Some((&caller.user_id, caller.device_id.as_str())),
-    )))
+    )?))
 }
 
 async fn set_typing(

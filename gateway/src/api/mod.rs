@@ -19,6 +19,7 @@ mod misc;
 mod presence;
 mod profile;
 mod push;
+mod relations;
 mod rooms;
 mod sliding_sync;
 mod sync;
@@ -101,6 +102,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = account_data::routes(r);
     r = filter::routes(r);
     r = push::routes(r);
+    r = relations::routes(r);
     r = presence::routes(r);
     r = misc::routes(r);
     r.fallback(unrecognized)

@@ -16,6 +16,7 @@ pub mod presence;
 pub mod push_eval;
 pub mod push_target;
 pub mod ratelimit;
+pub mod relations;
 pub mod rooms;
 pub mod sliding_sync;
 pub mod stream;
@@ -69,6 +70,8 @@ pub struct Gateway {
     pub presence: presence::Presence,
     /// EDUs waiting for peering to send them.
     pub edus: edus::EduQueue,
+    /// The relation index (edits, threads, references, reactions).
+    pub relations: relations::Relations,
     /// Other gateways, reached through peering (or [`rooms::remote::NoRemote`] alone).
     pub remote: Arc<dyn rooms::remote::Remote>,
 }
@@ -88,6 +91,14 @@ pub enum OpenError {
         dir: String,
         /// Why.
         source: storage::Error,
+    },
+    /// A derived index (relations, search) could not be built from the stored rooms.
+    #[error("database in {dir}: building an index failed: {message}")]
+    Index {
+        /// The data folder.
+        dir: String,
+        /// Why.
+        message: String,
     },
 }
 
@@ -122,9 +133,16 @@ impl Gateway {
         };
         let identity = Arc::new(identity);
         let stream = Arc::new(Stream::open(db.clone()).map_err(storage_err)?);
+        let rooms = rooms::Rooms::new(db.clone(), identity.clone(), stream.clone());
+        let relations =
+            relations::Relations::open(db.clone(), &rooms).map_err(|e| OpenError::Index {
+                dir: dir.clone(),
+                message: e.to_string(),
+            })?;
         Ok(Arc::new(Self {
             users: users::Users::new(db.clone()),
-            rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
+            rooms,
+            relations,
             ephemeral: Arc::new(ephemeral::Ephemeral::new(db.clone(), stream.clone())),
             keys: keys::Keys::new(db.clone(), stream.clone()),
             to_device: to_device::ToDevice::new(db.clone(), stream.clone()),
