@@ -31,8 +31,9 @@ use crate::{
     error::{ApiError, ApiResult},
     service::{
         filter::EventFilter,
+        history,
         relations::{client_event, Viewer},
-        rooms::{markers::set_marker, send::send_event, Pdu},
+        rooms::{markers::set_marker, send::send_event, Pdu, StoredPdu},
         Gateway,
     },
 };
@@ -195,6 +196,25 @@ pub(crate) fn lazy_members(gw: &Gateway, room: &RoomId, events: &[Pdu]) -> ApiRe
     Ok(out)
 }
 
+/// Where a `/messages` token points: the gateway's own timeline (a stream position) or the
+/// history fetched from other gateways before it (`b` and a sequence number, see
+/// `service::history`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageToken {
+    Timeline(u64),
+    History(u64),
+}
+
+fn parse_page_token(token: Option<&str>) -> ApiResult<Option<PageToken>> {
+    match token {
+        Some(t) if t.starts_with('b') => t[1..]
+            .parse()
+            .map(|seq| Some(PageToken::History(seq)))
+            .map_err(|_| ApiError::invalid_param("Invalid pagination token")),
+        other => Ok(parse_token(other)?.map(PageToken::Timeline)),
+    }
+}
+
 async fn get_messages(
     State(gw): State<Arc<Gateway>>,
     req: Ruma<messages::Request>,
@@ -210,63 +230,108 @@ async fn get_messages(
     let filter = EventFilter::from_json(Some(&serde_json::to_value(&b.filter)?));
     let limit = (u64::from(b.limit) as usize).clamp(1, 1000);
     let backwards = b.dir == Direction::Backward;
-    let from = match parse_token(b.from.as_deref())? {
-        Some(t) => t,
-        None if backwards => gw.stream.current(),
-        None => 0,
-    };
+    let from = parse_page_token(b.from.as_deref())?;
     let to = parse_token(b.to.as_deref())?;
+    let viewer = Viewer::new(&caller.user_id, caller.device_id.as_str());
     let mut chunk = Vec::new();
-    let mut pdus = Vec::new();
-    let mut cursor = from;
-    let mut exhausted = false;
-    // Scan in pages until `limit` visible events are found or the room's timeline ends.
-    while chunk.len() < limit {
-        let page = gw.rooms.timeline(room, cursor, backwards, limit * 2)?;
-        if page.is_empty() {
-            exhausted = true;
-            break;
+    let mut pdus: Vec<Pdu> = Vec::new();
+    let mut push = |pdu: Pdu, stored: &StoredPdu, chunk: &mut Vec<Value>| -> ApiResult<()> {
+        if filter.allows(pdu.kind.to_string().as_str(), Some(pdu.sender.as_str())) {
+            chunk.push(client_event(&gw, viewer, &pdu, stored)?);
+            pdus.push(pdu);
         }
-        for (pos, event_id) in page {
-            let past_to = to.is_some_and(|to| if backwards { pos <= to } else { pos > to });
-            if past_to {
+        Ok(())
+    };
+    // Forwards from fetched history: its newer part first, then the timeline from its start.
+    let mut timeline_from = match from {
+        Some(PageToken::Timeline(pos)) => Some(pos),
+        None if backwards => Some(gw.stream.current()),
+        None => Some(0),
+        Some(PageToken::History(_)) if backwards => None,
+        Some(PageToken::History(seq)) => {
+            let page = history::newer(&gw, room, &caller.user_id, seq, limit)?;
+            let cursor = page.next;
+            for (pdu, stored) in page.events {
+                push(pdu, &stored, &mut chunk)?;
+            }
+            if page.at_end && chunk.len() < limit {
+                Some(0)
+            } else {
+                let start = b.from.clone().unwrap_or_default();
+                return Ok(Json(json!({
+                    "start": start, "chunk": chunk, "state": [], "end": format!("b{cursor}"),
+                })));
+            }
+        }
+    };
+    let mut end: Option<String> = None;
+    let mut into_history = matches!(from, Some(PageToken::History(_)));
+    if let Some(start) = timeline_from.take() {
+        let mut cursor = start;
+        let mut exhausted = false;
+        // Scan in pages until `limit` visible events are found or the room's timeline ends.
+        'scan: while chunk.len() < limit {
+            let page = gw.rooms.timeline(room, cursor, backwards, limit * 2)?;
+            if page.is_empty() {
                 exhausted = true;
                 break;
             }
-            cursor = if backwards { pos - 1 } else { pos };
-            if !gw.rooms.can_see(room, &caller.user_id, pos)? {
-                continue;
-            }
-            let Some((pdu, stored)) = gw.rooms.get_pdu(&event_id)? else {
-                continue;
-            };
-            if !filter.allows(pdu.kind.to_string().as_str(), Some(pdu.sender.as_str())) {
-                continue;
-            }
-            chunk.push(client_event(
-                &gw,
-                Viewer::new(&caller.user_id, caller.device_id.as_str()),
-                &pdu,
-                &stored,
-            )?);
-            pdus.push(pdu);
-            if chunk.len() == limit {
-                break;
+            for (pos, event_id) in page {
+                let past_to = to.is_some_and(|to| if backwards { pos <= to } else { pos > to });
+                if past_to {
+                    exhausted = true;
+                    break 'scan;
+                }
+                cursor = if backwards { pos - 1 } else { pos };
+                if !gw.rooms.can_see(room, &caller.user_id, pos)? {
+                    continue;
+                }
+                let Some((pdu, stored)) = gw.rooms.get_pdu(&event_id)? else {
+                    continue;
+                };
+                push(pdu, &stored, &mut chunk)?;
+                if chunk.len() == limit {
+                    break 'scan;
+                }
             }
         }
-        if exhausted {
-            break;
+        let at_end = exhausted || (backwards && cursor == 0);
+        // Backwards past the timeline's start (not stopped by `to`): on into older history.
+        into_history = backwards && at_end && to.is_none();
+        if !at_end {
+            end = Some(cursor.to_string());
         }
+    }
+    if into_history && chunk.len() < limit {
+        let after = match from {
+            Some(PageToken::History(seq)) => seq,
+            _ => 0,
+        };
+        let page = history::older(&gw, room, &caller.user_id, after, limit - chunk.len()).await?;
+        for (pdu, stored) in page.events {
+            push(pdu, &stored, &mut chunk)?;
+        }
+        if !page.at_end {
+            end = Some(format!("b{}", page.next));
+        }
+    } else if into_history {
+        // The page filled up exactly at the timeline's start: older history comes next.
+        end = Some("b0".to_owned());
     }
     let state = if filter.lazy_load_members {
         lazy_members(&gw, room, &pdus)?
     } else {
         Vec::new()
     };
-    let mut body = json!({ "start": from.to_string(), "chunk": chunk, "state": state });
-    let at_end = exhausted || (backwards && cursor == 0);
-    if !at_end && !body["chunk"].as_array().is_some_and(Vec::is_empty) {
-        body["end"] = json!(cursor.to_string());
+    let start = match from {
+        Some(PageToken::History(seq)) => format!("b{seq}"),
+        Some(PageToken::Timeline(pos)) => pos.to_string(),
+        None if backwards => gw.stream.current().to_string(),
+        None => "0".to_owned(),
+    };
+    let mut body = json!({ "start": start, "chunk": chunk, "state": state });
+    if let Some(end) = end.filter(|_| !body["chunk"].as_array().is_some_and(Vec::is_empty)) {
+        body["end"] = json!(end);
     }
     Ok(Json(body))
 }

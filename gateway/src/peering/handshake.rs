@@ -294,7 +294,18 @@ fn raw(pdus: Vec<StoredPdu>) -> Vec<RawPdu> {
     pdus.into_iter().map(|s| s.json).collect()
 }
 
-/// Answers `MissingEvents` for a gateway with a member in the room.
+/// Refuses a gateway with no member in the room.
+pub(super) fn require_member(peer: &Peer, origin: &ServerName, room: &RoomId) -> ApiResult<()> {
+    if !peer.gw.rooms.server_in_room(room, origin)? {
+        return Err(ApiError::forbidden(
+            "No member of your gateway is in this room",
+        ));
+    }
+    Ok(())
+}
+
+/// Answers `MissingEvents` for a gateway with a member in the room: the events it may read
+/// whole, the others redacted ([`crate::service::rooms::ServerView`]).
 pub fn missing_events(
     peer: &Peer,
     origin: &ServerName,
@@ -303,23 +314,51 @@ pub fn missing_events(
     latest: &[OwnedEventId],
     limit: u32,
 ) -> ApiResult<Body> {
-    if !peer.gw.rooms.server_in_room(room, origin)? {
-        return Err(ApiError::forbidden(
-            "No member of your gateway is in this room",
-        ));
-    }
+    require_member(peer, origin, room)?;
     let limit = (limit as usize).min(MAX_MISSING);
     let events = peer
         .gw
         .rooms
         .missing_events(room, earliest, latest, limit)?;
+    let view = peer.gw.rooms.server_view(room, origin)?;
+    let mut pdus = events
+        .iter()
+        .map(|e| view.pdu(e))
+        .collect::<ApiResult<Vec<_>>>()?;
     // Keep the newest that fit one message (oldest are dropped: they are asked for again).
-    let mut pdus = raw(events);
     let budget = super::net::MAX_MESSAGE - 4096;
-    while pdus.iter().map(|p| p.get().len() + 1).sum::<usize>() > budget && !pdus.is_empty() {
-        pdus.remove(0);
+    let mut size: usize = pdus.iter().map(|p| p.get().len() + 1).sum();
+    let mut drop = 0;
+    while size > budget && drop < pdus.len() {
+        size -= pdus[drop].get().len() + 1;
+        drop += 1;
     }
+    pdus.drain(..drop);
     Ok(Body::Events { pdus })
+}
+
+/// Bytes of head events in a `Heads` answer (asked for with a small reply capacity).
+const HEADS_BUDGET: usize = 6 * 1024;
+
+/// Answers `RoomHeads` for a gateway with a member in the room: this gateway's forward
+/// extremities, redacted where the asker may not read them.
+pub fn room_heads(peer: &Peer, origin: &ServerName, room: &RoomId) -> ApiResult<Body> {
+    require_member(peer, origin, room)?;
+    let view = peer.gw.rooms.server_view(room, origin)?;
+    let mut pdus = Vec::new();
+    let mut size = 0;
+    for id in peer.gw.rooms.heads(room)? {
+        if let Some((_, stored)) = peer.gw.rooms.get_pdu(&id)? {
+            let pdu = view.pdu(&stored)?;
+            // The asker leaves room for a small answer; one head is enough to catch up from.
+            size += pdu.get().len() + 1;
+            if size > HEADS_BUDGET && !pdus.is_empty() {
+                break;
+            }
+            pdus.push(pdu);
+        }
+    }
+    Ok(Body::Heads { pdus })
 }
 
 /// Answers `QueryAlias` for an alias of this gateway.

@@ -34,9 +34,6 @@ use crate::{
 /// Messages older than this are refused (replays of old traffic).
 const MAX_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
 
-/// Events asked for per missing-events request.
-const MISSING_LIMIT: u32 = 100;
-
 /// Runs the inbound loop until the network stops.
 pub async fn run(peer: Arc<Peer>, mut inbox: Box<dyn PeerInbox>) {
     while let Some(msg) = inbox.next().await {
@@ -133,7 +130,7 @@ fn by_room(peer: &Peer, pdus: Vec<RawPdu>) -> BTreeMap<OwnedRoomId, Vec<RawPdu>>
 }
 
 /// Verifies PDUs of one room sent by `origin`; refused ones are counted and dropped.
-fn verify_all(
+pub(super) fn verify_all(
     peer: &Peer,
     origin: &ServerName,
     room: &RoomId,
@@ -198,41 +195,18 @@ pub async fn ingest_from(
     if missing_for.is_empty() {
         return Ok(());
     }
-    // Ask the origin for what lies between our extremities and these events.
-    let earliest = peer.gw.rooms.heads(room)?;
-    let fetched = peer
-        .ask(
-            origin,
-            Body::MissingEvents {
-                room_id: room.to_owned(),
-                earliest,
-                latest: missing_for.clone(),
-                limit: MISSING_LIMIT,
-            },
-        )
-        .await;
-    match fetched {
-        Ok(Body::Events { pdus }) => {
-            let found = verify_all(peer, origin, room, pdus);
-            for (_, outcome) in peer.gw.rooms.ingest(room, None, found, true).await? {
-                count(peer, &outcome);
-            }
-        }
-        Ok(_) => peer.stats.dropped("bad_answer"),
-        Err(e) => tracing::info!(origin = %origin, "peering: missing events not fetched: {e}"),
-    }
-    // Whatever is still missing is given up on: the events are accepted across the gap.
-    let retry: Vec<IncomingPdu> = incoming
+    // Fetch from the origin what lies between our extremities and these events; whatever
+    // stays missing is accepted across the gap.
+    let held = incoming
         .into_iter()
         .filter(|p| missing_for.contains(&p.event_id))
         .collect();
-    for (_, outcome) in peer.gw.rooms.ingest(room, None, retry, true).await? {
-        count(peer, &outcome);
-    }
+    super::catchup::fill(peer, origin, room, held).await?;
     Ok(())
 }
 
-fn count(peer: &Peer, outcome: &Ingested) {
+/// Counts what became of one ingested event.
+pub(super) fn count(peer: &Peer, outcome: &Ingested) {
     match outcome {
         Ingested::Accepted => peer.stats.accepted(),
         Ingested::SoftFailed => peer.stats.dropped("soft_failed"),
@@ -353,6 +327,12 @@ async fn respond(peer: &Peer, envelope: Envelope) -> ApiResult<Body> {
             latest,
             limit,
         } => handshake::missing_events(peer, &origin, &room_id, &earliest, &latest, limit),
+        Body::RoomHeads { room_id } => handshake::room_heads(peer, &origin, &room_id),
+        Body::Backfill {
+            room_id,
+            from,
+            limit,
+        } => super::backfill::answer(peer, &origin, &room_id, &from, limit),
         Body::QueryAlias { alias } => handshake::query_alias(peer, &alias),
         Body::QueryProfile { user_id } => handshake::query_profile(peer, &origin, &user_id),
         Body::QueryKeys { device_keys } => Ok(Body::Keys {
@@ -378,6 +358,10 @@ fn kind_label(body: &Body) -> &'static str {
         Body::JoinedState { .. } => "joined_state",
         Body::MissingEvents { .. } => "missing_events",
         Body::Events { .. } => "events",
+        Body::RoomHeads { .. } => "room_heads",
+        Body::Backfill { .. } => "backfill",
+        Body::History { .. } => "history",
+        Body::Heads { .. } => "heads",
         Body::QueryAlias { .. } => "query_alias",
         Body::Alias { .. } => "alias",
         Body::QueryProfile { .. } => "query_profile",

@@ -15,6 +15,9 @@
 //! recorded in `gateway/README.md`); services reach peering only through the `Remote` port, a
 //! command channel, so there is no reference cycle.
 
+pub mod backfill;
+pub mod catchup;
+pub mod compress;
 pub mod edu;
 pub mod handshake;
 pub mod inbound;
@@ -31,6 +34,7 @@ use std::{sync::Arc, time::Duration};
 use ruma::{MilliSecondsSinceUnixEpoch, ServerName};
 
 use crate::service::Gateway;
+pub use catchup::PeeringOptions;
 use net::{NetError, PeerInbox, PeerNet, MAX_MESSAGE};
 pub use remote::{channel, Commands, RemoteHandle};
 pub use stats::PeeringStats;
@@ -62,6 +66,8 @@ pub struct Peer {
     pub net: Arc<dyn PeerNet>,
     /// Counters.
     pub stats: Arc<PeeringStats>,
+    /// Timing of catch-up.
+    pub options: PeeringOptions,
 }
 
 /// A request that got no usable answer.
@@ -105,23 +111,34 @@ impl Peer {
         self.net.send(to, bytes).await
     }
 
-    /// Asks `to` and returns its answer (an `Error` answer becomes [`AskError::Refused`]).
+    /// Asks `to` and returns its answer (an `Error` answer becomes [`AskError::Refused`]),
+    /// asking again once if no answer comes.
     pub async fn ask(&self, to: &ServerName, body: Body) -> Result<Body, AskError> {
+        self.ask_within(to, body, &ATTEMPT_WAITS).await
+    }
+
+    /// [`Peer::ask`] with one attempt per entry of `waits`, each waiting that long.
+    pub async fn ask_within(
+        &self,
+        to: &ServerName,
+        body: Body,
+        waits: &[Duration],
+    ) -> Result<Body, AskError> {
         let small = matches!(
             body,
-            Body::MakeMembership { .. } | Body::QueryAlias { .. } | Body::QueryProfile { .. }
+            Body::MakeMembership { .. }
+                | Body::QueryAlias { .. }
+                | Body::QueryProfile { .. }
+                | Body::RoomHeads { .. }
         );
         let capacity = if small { SMALL_ANSWER } else { MAX_MESSAGE };
         let mut attempt = 0;
         let answer = loop {
             let bytes = self.encode(to, body.clone());
             self.stats.sent(bytes.len());
-            match self
-                .net
-                .request(to, bytes, capacity, ATTEMPT_WAITS[attempt])
-                .await
-            {
-                Err(NetError::Timeout) if attempt + 1 < ATTEMPT_WAITS.len() => {
+            let wait = waits.get(attempt).copied().unwrap_or(REQUEST_WAIT);
+            match self.net.request(to, bytes, capacity, wait).await {
+                Err(NetError::Timeout) if attempt + 1 < waits.len() => {
                     tracing::debug!(peer = %to, "request unanswered; asking again");
                     attempt += 1;
                 }
@@ -151,12 +168,25 @@ pub fn spawn(
     inbox: Box<dyn PeerInbox>,
     commands: Commands,
 ) -> Arc<PeeringStats> {
+    spawn_with(gateway, net, inbox, commands, PeeringOptions::default())
+}
+
+/// [`spawn`] with other catch-up timing.
+pub fn spawn_with(
+    gateway: Arc<Gateway>,
+    net: Arc<dyn PeerNet>,
+    inbox: Box<dyn PeerInbox>,
+    commands: Commands,
+    options: PeeringOptions,
+) -> Arc<PeeringStats> {
     let stats = Arc::new(PeeringStats::default());
     let peer = Arc::new(Peer {
         gw: gateway,
         net,
         stats: stats.clone(),
+        options,
     });
+    tokio::spawn(catchup::run(peer.clone()));
     tokio::spawn(outbound::run(peer.clone()));
     tokio::spawn(outbound::run_edus(peer.clone()));
     tokio::spawn(outbound::retry(peer.clone()));

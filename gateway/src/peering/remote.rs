@@ -41,6 +41,10 @@ enum Command {
         user: OwnedUserId,
         done: oneshot::Sender<ApiResult<Value>>,
     },
+    Backfill {
+        room: OwnedRoomId,
+        done: oneshot::Sender<ApiResult<usize>>,
+    },
     /// A request whose answer is returned as JSON (key queries and claims).
     Ask {
         server: OwnedServerName,
@@ -117,6 +121,13 @@ impl Remote for RemoteHandle {
     ) -> BoxFuture<'a, ApiResult<(OwnedRoomId, Vec<OwnedServerName>)>> {
         Box::pin(self.call(move |done| Command::Alias {
             alias: alias.to_owned(),
+            done,
+        }))
+    }
+
+    fn backfill<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, ApiResult<usize>> {
+        Box::pin(self.call(move |done| Command::Backfill {
+            room: room.to_owned(),
             done,
         }))
     }
@@ -200,6 +211,9 @@ async fn execute(peer: &Peer, command: Command) {
                 Err(e) => Err(ApiError::not_found(format!("{server}: {e}"))),
             };
             let _ = done.send(result);
+        }
+        Command::Backfill { room, done } => {
+            let _ = done.send(super::backfill::fetch(peer, &room).await);
         }
         Command::Profile { user, done } => {
             let result = match peer

@@ -21,6 +21,10 @@ use crate::{
     service::Gateway,
 };
 
+mod backfill;
+mod catchup;
+mod corpus;
+
 struct Node {
     gw: Arc<Gateway>,
     app: Router,
@@ -34,6 +38,10 @@ struct Net {
 
 impl Net {
     fn new(n: usize) -> Net {
+        Self::with_options(n, super::PeeringOptions::default())
+    }
+
+    fn with_options(n: usize, options: super::PeeringOptions) -> Net {
         let hub = MemoryHub::new();
         let mut nodes = Vec::new();
         for _ in 0..n {
@@ -48,7 +56,8 @@ impl Net {
             )
             .expect("open");
             let (net, inbox) = hub.attach(gw.server_name());
-            let stats = super::spawn(gw.clone(), net, Box::new(inbox), commands);
+            let stats =
+                super::spawn_with(gw.clone(), net, Box::new(inbox), commands, options.clone());
             nodes.push(Node {
                 app: crate::api::router(gw.clone()),
                 gw,

@@ -1,10 +1,18 @@
-//! The gateway-to-gateway wire format, version 1.
+//! The gateway-to-gateway wire format, versions 2 (sent) and 1 (still read).
 //!
 //! ```text
-//! message   = version (1 byte, 0x01) ‖ signature (64) ‖ envelope (UTF-8 JSON)
-//! signature = Ed25519 by the origin's identity key over  "mixgate-peering-v1" ‖ envelope
-//! envelope  = { "origin", "destination", "ts", "body": { "<kind>": { ... } } }
+//! v2        = 0x02 ‖ origin key (32) ‖ signature (64) ‖ zstd(envelope, dictionary v1)
+//! signature = Ed25519 by the origin's identity key over "mixgate-peering-v2" ‖ origin key
+//!             ‖ compressed envelope
+//! v1        = 0x01 ‖ signature (64) ‖ envelope
+//! signature = Ed25519 over "mixgate-peering-v1" ‖ envelope
+//! envelope  = { "origin", "destination", "ts", "body": { "<kind>": { ... } } } (UTF-8 JSON)
 //! ```
+//!
+//! Version 2 compresses the envelope with zstd and a dictionary trained on peering traffic
+//! ([`super::compress`]); it names the origin's key before the compressed bytes, so the
+//! signature is checked before anything is decompressed, and the envelope's `origin` must be
+//! the server name of that key.
 //!
 //! The origin's key is its server name (server name = key), so a message is authenticated
 //! without a key server; `destination` binds it to one recipient, so a message cannot be
@@ -24,10 +32,11 @@ use serde_json::{value::RawValue, Value};
 
 use crate::identity::{key_for_server_name, Identity};
 
-/// The wire format version this build speaks.
-pub const VERSION: u8 = 1;
+/// The wire format version this build sends.
+pub const VERSION: u8 = 2;
 
-const CONTEXT: &[u8] = b"mixgate-peering-v1";
+const CONTEXT_V1: &[u8] = b"mixgate-peering-v1";
+const CONTEXT_V2: &[u8] = b"mixgate-peering-v2";
 
 /// A decoded, authenticated message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +125,37 @@ pub enum Body {
         /// The PDUs.
         pdus: Vec<RawPdu>,
     },
+    /// Request: the destination's forward extremities of a room (what a gateway that may
+    /// have missed messages compares with its own).
+    RoomHeads {
+        /// The room.
+        room_id: OwnedRoomId,
+    },
+    /// Response to `RoomHeads`: the extremity events themselves.
+    Heads {
+        /// The PDUs (redacted where the asker may not read them).
+        pdus: Vec<RawPdu>,
+    },
+    /// Request: history of a room older than what the asker holds.
+    Backfill {
+        /// The room.
+        room_id: OwnedRoomId,
+        /// Events the asker lacks whose ancestors it lacks too (the walk starts there).
+        from: Vec<OwnedEventId>,
+        /// At most this many events.
+        limit: u32,
+    },
+    /// Response to `Backfill`.
+    History {
+        /// The events, newest first (redacted where no user of the asker may read them).
+        pdus: Vec<RawPdu>,
+        /// Events that authorise them (their auth chain, without them).
+        auth: Vec<RawPdu>,
+        /// The asker's users known to the answering gateway.
+        users: Vec<OwnedUserId>,
+        /// Per event, indexes into `users` of those who may read it.
+        readers: Vec<Vec<u16>>,
+    },
     /// Request: which room an alias of the destination names.
     QueryAlias {
         /// The alias.
@@ -196,47 +236,84 @@ impl WireError {
     }
 }
 
-/// Encodes and signs an envelope with this gateway's identity.
+/// Encodes, compresses and signs an envelope with this gateway's identity (version 2).
 pub fn encode(identity: &Identity, envelope: &Envelope) -> Vec<u8> {
     // Serialising our own plain data types cannot fail.
     let json = serde_json::to_vec(envelope).unwrap_or_default();
-    let mut signed = Vec::with_capacity(CONTEXT.len() + json.len());
-    signed.extend_from_slice(CONTEXT);
+    let packed = super::compress::compress(&json);
+    let key = identity.keypair().public_key();
+    let mut signed = Vec::with_capacity(CONTEXT_V2.len() + key.len() + packed.len());
+    signed.extend_from_slice(CONTEXT_V2);
+    signed.extend_from_slice(&key);
+    signed.extend_from_slice(&packed);
+    let signature = identity.keypair().sign(&signed);
+    let mut out = Vec::with_capacity(1 + 32 + 64 + packed.len());
+    out.push(VERSION);
+    out.extend_from_slice(&key);
+    out.extend_from_slice(signature.as_bytes());
+    out.extend_from_slice(&packed);
+    out
+}
+
+/// Encodes and signs an envelope in version 1 (uncompressed), as older gateways sent it.
+pub fn encode_v1(identity: &Identity, envelope: &Envelope) -> Vec<u8> {
+    let json = serde_json::to_vec(envelope).unwrap_or_default();
+    let mut signed = Vec::with_capacity(CONTEXT_V1.len() + json.len());
+    signed.extend_from_slice(CONTEXT_V1);
     signed.extend_from_slice(&json);
     let signature = identity.keypair().sign(&signed);
     let mut out = Vec::with_capacity(1 + 64 + json.len());
-    out.push(VERSION);
+    out.push(1);
     out.extend_from_slice(signature.as_bytes());
     out.extend_from_slice(&json);
     out
+}
+
+fn verify(key: &[u8; 32], context: &[&[u8]], signature: &[u8]) -> Result<(), WireError> {
+    let key = VerifyingKey::from_bytes(key).map_err(|_| WireError::BadSignature)?;
+    let signature: [u8; 64] = signature.try_into().map_err(|_| WireError::BadSignature)?;
+    let signed: Vec<u8> = context.concat();
+    key.verify_strict(&signed, &Signature::from_bytes(&signature))
+        .map_err(|_| WireError::BadSignature)
+}
+
+fn parse(json: &[u8]) -> Result<Envelope, WireError> {
+    serde_json::from_slice(json).map_err(|e| WireError::Malformed(e.to_string()))
 }
 
 /// Decodes a message for `me`, checking the version, the origin's signature and the
 /// destination.
 pub fn decode(me: &ServerName, bytes: &[u8]) -> Result<Envelope, WireError> {
     let malformed = |m: &str| WireError::Malformed(m.to_owned());
-    if bytes.len() < 1 + 64 {
-        return Err(malformed("too short"));
-    }
-    if bytes[0] != VERSION {
-        return Err(WireError::Malformed(format!(
-            "unknown version {}",
-            bytes[0]
-        )));
-    }
-    let signature: [u8; 64] = bytes[1..65]
-        .try_into()
-        .map_err(|_| malformed("signature"))?;
-    let json = &bytes[65..];
-    let envelope: Envelope =
-        serde_json::from_slice(json).map_err(|e| WireError::Malformed(e.to_string()))?;
-    let key = key_for_server_name(&envelope.origin).ok_or(WireError::BadSignature)?;
-    let key = VerifyingKey::from_bytes(&key).map_err(|_| WireError::BadSignature)?;
-    let mut signed = Vec::with_capacity(CONTEXT.len() + json.len());
-    signed.extend_from_slice(CONTEXT);
-    signed.extend_from_slice(json);
-    key.verify_strict(&signed, &Signature::from_bytes(&signature))
-        .map_err(|_| WireError::BadSignature)?;
+    let envelope = match bytes.first() {
+        Some(2) => {
+            if bytes.len() < 1 + 32 + 64 {
+                return Err(malformed("too short"));
+            }
+            let key: [u8; 32] = bytes[1..33].try_into().map_err(|_| malformed("key"))?;
+            let packed = &bytes[97..];
+            verify(&key, &[CONTEXT_V2, &key, packed], &bytes[33..97])?;
+            let json = super::compress::decompress(packed)
+                .map_err(|e| WireError::Malformed(format!("compression: {e}")))?;
+            let envelope = parse(&json)?;
+            if key_for_server_name(&envelope.origin) != Some(key) {
+                return Err(WireError::BadSignature);
+            }
+            envelope
+        }
+        Some(1) => {
+            if bytes.len() < 1 + 64 {
+                return Err(malformed("too short"));
+            }
+            let json = &bytes[65..];
+            let envelope = parse(json)?;
+            let key = key_for_server_name(&envelope.origin).ok_or(WireError::BadSignature)?;
+            verify(&key, &[CONTEXT_V1, json], &bytes[1..65])?;
+            envelope
+        }
+        Some(v) => return Err(WireError::Malformed(format!("unknown version {v}"))),
+        None => return Err(malformed("too short")),
+    };
     if envelope.destination != me {
         return Err(WireError::WrongDestination(envelope.destination));
     }

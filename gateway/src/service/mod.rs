@@ -9,6 +9,7 @@ pub mod caller;
 pub mod edus;
 pub mod ephemeral;
 pub mod filter;
+pub mod history;
 pub mod keys;
 pub mod limits;
 pub mod media;

@@ -37,6 +37,8 @@ struct HubState {
     boxes: HashMap<OwnedServerName, Mailbox>,
     next_id: u64,
     delivered: u64,
+    /// Every message, request and answer, when recording (see [`MemoryHub::record`]).
+    recorded: Option<Vec<Vec<u8>>>,
 }
 
 /// The hub all in-memory gateways of one test share.
@@ -89,6 +91,32 @@ impl MemoryHub {
         }
     }
 
+    /// Drops every message still waiting for `name` (not yet handed to it), as providers do
+    /// when their mailbox's time to live ends while a gateway is down and its senders have
+    /// given up. Returns how many were dropped.
+    pub fn expire_mail(&self, name: &ServerName) -> usize {
+        let mut state = self.lock();
+        let Some(mailbox) = state.boxes.get_mut(name) else {
+            return 0;
+        };
+        let before = mailbox.queue.len();
+        mailbox
+            .queue
+            .retain(|item| matches!(item, Item::Request(..)));
+        before - mailbox.queue.len()
+    }
+
+    /// Starts keeping a copy of every message, request and answer that crosses the hub
+    /// (what a wire-format study or a dictionary trainer needs).
+    pub fn record(&self) {
+        self.lock().recorded.get_or_insert_with(Vec::new);
+    }
+
+    /// What was recorded so far (see [`MemoryHub::record`]).
+    pub fn recorded(&self) -> Vec<Vec<u8>> {
+        self.lock().recorded.clone().unwrap_or_default()
+    }
+
     /// Messages and requests delivered so far (all gateways).
     pub fn delivered(&self) -> u64 {
         self.lock().delivered
@@ -134,8 +162,13 @@ impl PeerNet for MemoryNet {
                 .boxes
                 .get_mut(to)
                 .ok_or_else(|| NetError::UnknownPeer(to.to_owned()))?;
-            mailbox.queue.push_back(Item::Message(InboundId(id), bytes));
+            mailbox
+                .queue
+                .push_back(Item::Message(InboundId(id), bytes.clone()));
             mailbox.notify.notify_waiters();
+            if let Some(log) = state.recorded.as_mut() {
+                log.push(bytes);
+            }
             Ok(())
         })
     }
@@ -153,6 +186,10 @@ impl PeerNet for MemoryNet {
             }
             let rx = {
                 let mut state = self.hub.lock();
+                // A gateway taken off the network cannot ask anyone either.
+                if state.boxes.get(&self.name).is_some_and(|m| !m.online) {
+                    return Err(NetError::Timeout);
+                }
                 let mailbox = state
                     .boxes
                     .get_mut(to)
@@ -161,12 +198,20 @@ impl PeerNet for MemoryNet {
                     return Err(NetError::Timeout);
                 }
                 let (tx, rx) = oneshot::channel();
-                mailbox.queue.push_back(Item::Request(bytes, tx));
+                mailbox.queue.push_back(Item::Request(bytes.clone(), tx));
                 mailbox.notify.notify_waiters();
+                if let Some(log) = state.recorded.as_mut() {
+                    log.push(bytes);
+                }
                 rx
             };
             match tokio::time::timeout(wait, rx).await {
-                Ok(Ok(answer)) if answer.len() <= max_response => Ok(answer),
+                Ok(Ok(answer)) if answer.len() <= max_response => {
+                    if let Some(log) = self.hub.lock().recorded.as_mut() {
+                        log.push(answer.clone());
+                    }
+                    Ok(answer)
+                }
                 Ok(Ok(answer)) => Err(NetError::TooLarge(answer.len())),
                 Ok(Err(_)) => Err(NetError::Timeout),
                 Err(_) => Err(NetError::Timeout),

@@ -9,6 +9,7 @@ mod exchange;
 pub mod ingest;
 mod pdu;
 pub mod remote;
+mod server_view;
 pub mod state;
 mod tables;
 mod txn;
@@ -16,6 +17,7 @@ mod visibility;
 
 // Client use cases over the room store (also called by peering).
 mod aliases;
+pub mod backfill;
 mod directory;
 pub mod limits;
 pub mod markers;
@@ -36,6 +38,7 @@ use storage::{key, u64_be, u64_from_be, Batch, Db};
 pub use create::CreateRoom;
 pub use members_at::MemberAt;
 pub use pdu::{to_canonical_object, EventStatus, Pdu, StoredPdu};
+pub use server_view::ServerView;
 pub use tables::{MemberEntry, RemoteInvite, RoomMeta, StateEntry, UserRoom};
 pub use txn::RoomTxn;
 

@@ -37,6 +37,11 @@ pub trait Remote: Send + Sync {
         alias: &'a RoomAliasId,
     ) -> BoxFuture<'a, ApiResult<(OwnedRoomId, Vec<OwnedServerName>)>>;
 
+    /// Fetches history of `room` older than what this gateway holds from member gateways and
+    /// stores it (`rooms::backfill`); returns how many events were added (0: nothing older,
+    /// or no gateway answered within a bounded wait).
+    fn backfill<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, ApiResult<usize>>;
+
     /// A remote user's profile (`displayname`, `avatar_url`).
     fn profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, ApiResult<Value>>;
 
@@ -89,6 +94,11 @@ impl Remote for NoRemote {
         _: &'a RoomAliasId,
     ) -> BoxFuture<'a, ApiResult<(OwnedRoomId, Vec<OwnedServerName>)>> {
         Box::pin(async { alone() })
+    }
+
+    fn backfill<'a>(&'a self, _: &'a RoomId) -> BoxFuture<'a, ApiResult<usize>> {
+        // Alone, a gateway holds every room it is in from its start.
+        Box::pin(async { Ok(0) })
     }
 
     fn profile<'a>(&'a self, _: &'a UserId) -> BoxFuture<'a, ApiResult<Value>> {

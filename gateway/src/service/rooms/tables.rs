@@ -85,6 +85,12 @@ pub(crate) struct Tables {
     pub outgoing: RawTable,
     /// user, room → an invite from another gateway into a room this gateway is not in.
     pub remote_invites: Table<RemoteInvite>,
+    /// room, seq → fetched history, newest first (see `backfill.rs`).
+    pub backfill: Table<super::backfill::BackfillEntry>,
+    /// room, event id → its seq in `backfill`.
+    pub backfill_index: RawTable,
+    /// room → where fetching its history stands.
+    pub backfill_meta: Table<super::backfill::BackfillMeta>,
 }
 
 /// An invite into a room this gateway is not in (yet).
@@ -117,6 +123,9 @@ impl Tables {
             directory: Table::new("room_directory"),
             outgoing: RawTable::new("outgoing_pdus"),
             remote_invites: Table::new("remote_invites"),
+            backfill: Table::new("room_backfill"),
+            backfill_index: RawTable::new("room_backfill_index"),
+            backfill_meta: Table::new("room_backfill_meta"),
         }
     }
 }

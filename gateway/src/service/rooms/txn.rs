@@ -89,6 +89,11 @@ impl<'a> RoomTxn<'a> {
         self.positions.next()
     }
 
+    /// The write batch (for tables other modules keep in the same commit).
+    pub(super) fn batch(&mut self) -> &mut Batch {
+        self.batch
+    }
+
     /// Records an event stored by this transaction (returned by [`Rooms::write`]).
     pub(super) fn note_appended(&mut self, pdu: &Pdu) {
         self.appended.push(pdu.clone());
