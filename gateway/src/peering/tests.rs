@@ -24,6 +24,7 @@ use crate::{
 mod backfill;
 mod catchup;
 mod corpus;
+mod relations;
 
 struct Node {
     gw: Arc<Gateway>,
