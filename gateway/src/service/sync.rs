@@ -422,14 +422,21 @@ fn joined_room(
     {
         return Ok(None);
     }
-    Ok(Some(json!({
+    let mut body = json!({
         "timeline": timeline_json(gw, &events, limited, upto, viewer)?,
         "state": { "events": state },
         "ephemeral": { "events": ephemeral },
         "account_data": { "events": account_data },
         "summary": summary(gw, room, user)?,
-        "unread_notifications": unread_counts(gw, room, user, upto)?,
-    })))
+    });
+    if filter.timeline.unread_thread_notifications {
+        let split = super::relations::unread::thread_counts(gw, room, user, upto)?;
+        body["unread_notifications"] = split.main;
+        body["unread_thread_notifications"] = split.threads;
+    } else {
+        body["unread_notifications"] = unread_counts(gw, room, user, upto)?;
+    }
+    Ok(Some(body))
 }
 
 /// `m.heroes` and member counts, which clients use to name rooms without a name.

@@ -11,6 +11,7 @@ pub mod page;
 #[cfg(test)]
 mod tests;
 pub mod threads;
+pub mod unread;
 
 use ruma::{api::Direction, RoomId};
 use storage::{Batch, Db, Table};

@@ -412,3 +412,64 @@ async fn snapshots_of_a_bundle_and_a_relations_page() {
     stable(&mut page);
     insta::assert_json_snapshot!("relations_page", page);
 }
+
+#[tokio::test]
+async fn unread_counts_split_by_thread_and_threaded_receipts() {
+    let (k, at, bt, room) = setup().await;
+    let root = send(&k, &at, &room, "m.room.message", text("root")).await;
+    send(&k, &bt, &room, "m.room.message", text("main line")).await;
+    send(
+        &k,
+        &bt,
+        &room,
+        "m.room.message",
+        reply_in_thread(&root, "t1"),
+    )
+    .await;
+    let last = send(
+        &k,
+        &bt,
+        &room,
+        "m.room.message",
+        reply_in_thread(&root, "t2"),
+    )
+    .await;
+    let filter = enc(r#"{"room":{"timeline":{"unread_thread_notifications":true}}}"#);
+    let uri = format!("/_matrix/client/v3/sync?filter={filter}");
+    let (main, threads) = split_counts(&k, &at, &uri, &room).await;
+    assert_eq!(main, 1, "only the main-timeline message");
+    assert_eq!(threads[&root]["notification_count"], 2, "{threads}");
+
+    // Without the filter flag the counts are not split.
+    let (_, plain) = get(&k, &at, "/_matrix/client/v3/sync").await;
+    let r = &plain["rooms"]["join"][&room.id];
+    assert_eq!(r["unread_notifications"]["notification_count"], 3);
+    assert!(r.get("unread_thread_notifications").is_none());
+
+    // A receipt in the thread reads the thread only.
+    let (s, b) = k
+        .call(
+            Method::POST,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(&room.id),
+                enc(&last)
+            ),
+            Some(&at),
+            Some(json!({ "thread_id": root })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (main, threads) = split_counts(&k, &at, &uri, &room).await;
+    assert_eq!(main, 1);
+    assert_eq!(threads, json!({}));
+}
+
+async fn split_counts(k: &Kit, token: &str, uri: &str, room: &Room) -> (Value, Value) {
+    let (_, sync) = get(k, token, uri).await;
+    let r = &sync["rooms"]["join"][&room.id];
+    (
+        r["unread_notifications"]["notification_count"].clone(),
+        r["unread_thread_notifications"].clone(),
+    )
+}
