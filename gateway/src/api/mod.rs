@@ -21,6 +21,7 @@ mod profile;
 mod push;
 mod relations;
 mod rooms;
+mod search;
 mod sliding_sync;
 mod sync;
 #[cfg(test)]
@@ -103,6 +104,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = filter::routes(r);
     r = push::routes(r);
     r = relations::routes(r);
+    r = search::routes(r);
     r = presence::routes(r);
     r = misc::routes(r);
     r.fallback(unrecognized)

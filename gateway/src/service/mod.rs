@@ -6,6 +6,7 @@
 pub mod account_data;
 pub mod backup;
 pub mod caller;
+pub mod derived;
 pub mod edus;
 pub mod ephemeral;
 pub mod filter;
@@ -19,6 +20,7 @@ pub mod push_target;
 pub mod ratelimit;
 pub mod relations;
 pub mod rooms;
+pub mod search;
 pub mod sliding_sync;
 pub mod stream;
 pub mod sync;
@@ -135,11 +137,11 @@ impl Gateway {
         let identity = Arc::new(identity);
         let stream = Arc::new(Stream::open(db.clone()).map_err(storage_err)?);
         let rooms = rooms::Rooms::new(db.clone(), identity.clone(), stream.clone());
-        let relations =
-            relations::Relations::open(db.clone(), &rooms).map_err(|e| OpenError::Index {
-                dir: dir.clone(),
-                message: e.to_string(),
-            })?;
+        derived::rebuild_if_needed(&db, &rooms).map_err(|e| OpenError::Index {
+            dir: dir.clone(),
+            message: e.to_string(),
+        })?;
+        let relations = relations::Relations::new(db.clone());
         Ok(Arc::new(Self {
             users: users::Users::new(db.clone()),
             rooms,

@@ -3,6 +3,7 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::tests_support::stable;
 use crate::api::testkit::{enc, kit, Kit};
 
 struct Room {
@@ -348,25 +349,6 @@ async fn threads_are_bundled_and_listed_by_latest_activity() {
     assert_eq!(roots(&now), vec![t2, t1], "a new reply moves a thread up");
     let (s, _) = get(&k, &eve_token, &list).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-}
-
-/// Replaces what changes from run to run (ids, timestamps, ages) so bodies can be snapshotted.
-fn stable(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            for (k, val) in map.iter_mut() {
-                match k.as_str() {
-                    "event_id" | "room_id" => *val = json!("[id]"),
-                    "origin_server_ts" | "age" => *val = json!(0),
-                    "next_batch" => *val = json!("[token]"),
-                    "transaction_id" => *val = json!("[txn]"),
-                    _ => stable(val),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(stable),
-        _ => {}
-    }
 }
 
 #[tokio::test]
