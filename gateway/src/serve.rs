@@ -107,6 +107,7 @@ fn serve(
     if let Some((link, commands)) = link {
         peering::spawn(gateway.clone(), link.net, link.inbox, commands);
     }
+    crate::service::pusher::spawn(gateway.clone(), Default::default());
     let app = crate::api::router(gateway.clone());
     let limits = crate::http_limits::HttpLimits::from_config(&gateway.config);
     let task = tokio::spawn(crate::http_limits::serve(listener, app, limits));

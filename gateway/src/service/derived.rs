@@ -1,4 +1,4 @@
-//! Indexes derived from the timeline (relations, search terms), written in the same batch as
+//! Indexes derived from the timeline (relations, search terms, the event feed), written in the same batch as
 //! each accepted event and rebuilt from the stored timelines when a database predates them.
 //!
 //! The room store calls [`record`] for every event it accepts into a room's timeline, sent
@@ -19,6 +19,7 @@ const VERSION_KEY: &[u8] = b"derived_index_version";
 pub fn record(batch: &mut Batch, pdu: &Pdu, pos: u64) -> ApiResult<()> {
     super::relations::record(batch, pdu, pos)?;
     super::search::record(batch, pdu, pos);
+    super::feed::record(batch, pdu, pos);
     Ok(())
 }
 
