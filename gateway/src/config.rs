@@ -66,6 +66,8 @@ pub struct GatewayConfig {
     /// threads, references). On by default; `false` exists to measure their cost, and makes
     /// Element show the original text of edited messages after a reload.
     pub bundled_aggregations: bool,
+    /// Application-service registration files (YAML), added to by `--appservice FILE`.
+    pub appservices: Vec<PathBuf>,
 }
 
 /// The mixnet a gateway joins: the `[network]` table of `gateway.toml`, or a whole file of
@@ -193,6 +195,7 @@ impl Default for GatewayConfig {
             max_connections_per_ip: 64,
             network: None,
             bundled_aggregations: true,
+            appservices: Vec::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod appservice;
 mod backup;
 mod devices;
 #[cfg(test)]
@@ -105,6 +106,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = push::routes(r);
     r = relations::routes(r);
     r = search::routes(r);
+    r = appservice::routes(r);
     r = presence::routes(r);
     r = misc::routes(r);
     r.fallback(unrecognized)

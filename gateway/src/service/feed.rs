@@ -4,7 +4,7 @@
 //! at or below every consumer's cursor are pruned.
 
 use ruma::{EventId, OwnedEventId};
-use storage::{u64_be, u64_from_be, Batch, Db, RawTable};
+use storage::{u64_be, u64_from_be, Batch, Db, RawTable, Table};
 
 use super::rooms::Pdu;
 use crate::error::ApiResult;
@@ -34,8 +34,30 @@ pub fn after(db: &Db, cursor: u64, limit: usize) -> ApiResult<Vec<(u64, OwnedEve
         .collect())
 }
 
-/// Queues the removal of entries at positions `<= upto` (those seen by every consumer).
-pub fn prune(db: &Db, batch: &mut Batch, upto: u64) -> ApiResult<()> {
+fn cursors() -> Table<u64> {
+    Table::new("feed_cursors")
+}
+
+/// The stored cursor of `consumer`, if it ever stored one.
+pub fn cursor(db: &Db, consumer: &str) -> ApiResult<Option<u64>> {
+    Ok(cursors().get(db, consumer.as_bytes())?)
+}
+
+/// Queues `consumer`'s new cursor into `batch`.
+pub fn set_cursor(batch: &mut Batch, consumer: &str, pos: u64) -> ApiResult<()> {
+    cursors().put(batch, consumer.as_bytes(), &pos)?;
+    Ok(())
+}
+
+/// Queues the removal of entries every consumer has passed: at positions `<=` the smallest
+/// cursor, where `consumer` is about to store `own`.
+pub fn prune(db: &Db, batch: &mut Batch, consumer: &str, own: u64) -> ApiResult<()> {
+    let mut upto = own;
+    for (name, pos) in cursors().scan_prefix(db, b"")? {
+        if name != consumer.as_bytes() {
+            upto = upto.min(pos);
+        }
+    }
     for (k, _) in table().range(db, b"", &[], false, usize::MAX)? {
         match u64_from_be(&k) {
             Some(pos) if pos <= upto => table().delete(batch, &k),

@@ -4,6 +4,7 @@
 //! is global: tests run several gateways in one process.
 
 pub mod account_data;
+pub mod appservice;
 pub mod backup;
 pub mod caller;
 pub mod clock;
@@ -78,6 +79,8 @@ pub struct Gateway {
     pub edus: edus::EduQueue,
     /// The relation index (edits, threads, references, reactions).
     pub relations: relations::Relations,
+    /// Registered application services.
+    pub appservices: appservice::AppServices,
     /// Other gateways, reached through peering (or [`rooms::remote::NoRemote`] alone).
     pub remote: Arc<dyn rooms::remote::Remote>,
 }
@@ -98,6 +101,9 @@ pub enum OpenError {
         /// Why.
         source: storage::Error,
     },
+    /// An application-service registration is not usable.
+    #[error(transparent)]
+    AppService(#[from] crate::config::ConfigError),
     /// A derived index (relations, search) could not be built from the stored rooms.
     #[error("database in {dir}: building an index failed: {message}")]
     Index {
@@ -138,6 +144,8 @@ impl Gateway {
             )
         };
         let identity = Arc::new(identity);
+        let appservices =
+            appservice::AppServices::load(&config.appservices, identity.server_name())?;
         let stream = Arc::new(Stream::open(db.clone()).map_err(storage_err)?);
         let rooms = rooms::Rooms::new(db.clone(), identity.clone(), stream.clone());
         derived::rebuild_if_needed(&db, &rooms).map_err(|e| OpenError::Index {
@@ -149,6 +157,7 @@ impl Gateway {
             users: users::Users::new(db.clone()),
             rooms,
             relations,
+            appservices,
             ephemeral: Arc::new(ephemeral::Ephemeral::new(db.clone(), stream.clone())),
             keys: keys::Keys::new(db.clone(), stream.clone()),
             to_device: to_device::ToDevice::new(db.clone(), stream.clone()),

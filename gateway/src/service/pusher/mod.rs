@@ -32,7 +32,7 @@ use std::{
 };
 
 use serde_json::Value;
-use storage::{Batch, Table};
+use storage::Batch;
 use tokio::sync::Notify;
 
 use self::{
@@ -69,13 +69,10 @@ impl Default for PushOptions {
     }
 }
 
-const CURSOR_KEY: &[u8] = b"push_fanout_cursor";
+/// This consumer's name in the event feed.
+const FEED_CONSUMER: &str = "push";
 /// Feed entries handled per batch.
 const FANOUT_BATCH: usize = 200;
-
-fn cursor_table() -> Table<u64> {
-    Table::new("push_meta")
-}
 
 struct Worker {
     gw: Arc<Gateway>,
@@ -122,12 +119,12 @@ pub fn spawn(gw: Arc<Gateway>, options: PushOptions) -> tokio::task::JoinHandle<
 
 /// The stored fan-out cursor, or the present (stored now) for a gateway that never pushed.
 fn load_cursor(gw: &Gateway) -> ApiResult<u64> {
-    if let Some(c) = cursor_table().get(&gw.db, CURSOR_KEY)? {
+    if let Some(c) = feed::cursor(&gw.db, FEED_CONSUMER)? {
         return Ok(c);
     }
     let now = gw.stream.current();
     let mut batch = Batch::new();
-    cursor_table().put(&mut batch, CURSOR_KEY, &now)?;
+    feed::set_cursor(&mut batch, FEED_CONSUMER, now)?;
     gw.db.apply(batch)?;
     Ok(now)
 }
@@ -172,8 +169,8 @@ impl Worker {
             for (pos, event_id) in entries {
                 self.jobs_for(&mut batch, pos, &event_id)?;
             }
-            cursor_table().put(&mut batch, CURSOR_KEY, &last)?;
-            feed::prune(&self.gw.db, &mut batch, last)?;
+            feed::set_cursor(&mut batch, FEED_CONSUMER, last)?;
+            feed::prune(&self.gw.db, &mut batch, FEED_CONSUMER, last)?;
             self.gw.db.apply(batch)?;
             self.gw.db.flush().await?;
             cursor = last;
