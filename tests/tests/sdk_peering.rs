@@ -222,6 +222,17 @@ async fn third_gateway_user_joins_a_public_room_and_leaves() {
     let alice_room = within(20, "createRoom", alice.create_room(request))
         .await
         .expect("createRoom");
+    // History from before any other gateway was in the room.
+    let history: Vec<String> = (0..30).map(|i| format!("before carol {i}")).collect();
+    for text in &history {
+        within(
+            20,
+            "send",
+            alice_room.send(RoomMessageEventContent::text_plain(text)),
+        )
+        .await
+        .expect("send");
+    }
 
     // Carol joins by the alias on Alice's gateway, through her own gateway.
     let alias = RoomOrAliasId::parse(format!("#square:{}", a.server_name)).expect("alias");
@@ -237,6 +248,31 @@ async fn third_gateway_user_joins_a_public_room_and_leaves() {
     assert_eq!(carol_room.room_id(), alice_room.room_id());
     let carol_id = carol.user_id().expect("carol's id").to_owned();
     wait_membership(&alice, &alice_room, &carol_id, MembershipState::Join).await;
+
+    // Carol pages back past her join: her gateway fetches the history from Alice's over the
+    // mixnet (shared history visibility: all of it).
+    let mut from: Option<String> = None;
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let mut options = MessagesOptions::backward();
+        options.limit = matrix_sdk::ruma::uint!(10);
+        options.from = from.clone();
+        let page = within(CROSS, "messages", carol_room.messages(options))
+            .await
+            .expect("messages");
+        for ev in &page.chunk {
+            let j = json_of(ev);
+            if j["type"] == "m.room.message" {
+                seen.push(j["content"]["body"].as_str().unwrap_or("?").to_owned());
+            }
+        }
+        match page.end {
+            Some(end) if !page.chunk.is_empty() => from = Some(end),
+            _ => break,
+        }
+    }
+    seen.reverse();
+    assert_eq!(seen, history, "the room's history, once, in order");
 
     let mut alice_inbox = Inbox::new(&alice);
     within(

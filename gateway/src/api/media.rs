@@ -37,6 +37,7 @@ use crate::{
     error::{ApiError, ApiResult},
     service::{
         media::{MediaMeta, MediaState, Upload},
+        remote_media,
         thumbnail::{self, Method},
         Gateway,
     },
@@ -220,13 +221,23 @@ enum Access {
     Legacy,
 }
 
-/// Loads a stored file of this gateway (404 for other servers and unknown ids, 504
-/// `M_NOT_YET_UPLOADED` for reserved ids without content).
-fn load(gw: &Gateway, server: &str, media_id: &str) -> ApiResult<(MediaMeta, Vec<u8>)> {
+/// Loads a file: this gateway's from its store (504 `M_NOT_YET_UPLOADED` for reserved ids
+/// without content), another gateway's from the cache or over the mixnet
+/// ([`crate::service::remote_media`]); 404 for unknown ids. Also returns the key its
+/// thumbnails are cached under.
+async fn load(
+    gw: &Gateway,
+    server: &str,
+    media_id: &str,
+) -> ApiResult<(MediaMeta, Vec<u8>, String)> {
     if server != gw.server_name().as_str() {
-        return Err(ApiError::not_found(
-            "Media of other servers is not available",
-        ));
+        let server =
+            ruma::ServerName::parse(server).map_err(|_| ApiError::not_found("Unknown media"))?;
+        if !crate::service::media::id_is_valid(media_id) {
+            return Err(ApiError::not_found("Unknown media"));
+        }
+        let (meta, data) = remote_media::load(gw, &server, media_id).await?;
+        return Ok((meta, data, remote_media::thumbnail_key(&server, media_id)));
     }
     if gw.media.state(media_id)? == MediaState::Pending {
         return Err(ApiError::new(
@@ -235,9 +246,11 @@ fn load(gw: &Gateway, server: &str, media_id: &str) -> ApiResult<(MediaMeta, Vec
             "The media has not been uploaded yet",
         ));
     }
-    gw.media
+    let (meta, data) = gw
+        .media
         .get(media_id)?
-        .ok_or_else(|| ApiError::not_found("Unknown media"))
+        .ok_or_else(|| ApiError::not_found("Unknown media"))?;
+    Ok((meta, data, media_id.to_owned()))
 }
 
 /// The stored content type, or `application/octet-stream` if none (or unusable).
@@ -278,13 +291,13 @@ fn respond(content_type: &str, filename: Option<&str>, data: Vec<u8>) -> Respons
 }
 
 /// Serves a stored file, named `filename` if given (else its upload name).
-fn serve(
+async fn serve(
     gw: &Gateway,
     server: &str,
     media_id: &str,
     filename: Option<&str>,
 ) -> ApiResult<Response> {
-    let (meta, data) = load(gw, server, media_id)?;
+    let (meta, data, _) = load(gw, server, media_id).await?;
     let content_type = content_type_of(&meta);
     Ok(respond(
         &content_type,
@@ -328,7 +341,8 @@ async fn serve_thumbnail(
     parts: &Parts,
 ) -> ApiResult<Response> {
     let (width, height, method) = thumbnail_params(parts)?;
-    let (meta, data) = load(gw, server, media_id)?;
+    let (meta, data, thumb_key) = load(gw, server, media_id).await?;
+    let media_id = thumb_key.as_str();
     let content_type = content_type_of(&meta);
     if !essence(&content_type).starts_with("image/") {
         return Err(ApiError::not_found("No thumbnail for this media"));
@@ -381,7 +395,7 @@ macro_rules! download_handlers {
             parts: Parts,
         ) -> ApiResult<Response> {
             check_access(&gw, &parts, $access)?;
-            serve(&gw, &server, &media_id, None)
+            serve(&gw, &server, &media_id, None).await
         }
 
         async fn $named(
@@ -390,7 +404,7 @@ macro_rules! download_handlers {
             parts: Parts,
         ) -> ApiResult<Response> {
             check_access(&gw, &parts, $access)?;
-            serve(&gw, &server, &media_id, Some(&filename))
+            serve(&gw, &server, &media_id, Some(&filename)).await
         }
 
         async fn $thumb(

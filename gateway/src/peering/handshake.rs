@@ -14,8 +14,9 @@
 //! Leaving a room this gateway is not in (rejecting an invite) is the same with `leave`.
 
 use ruma::{
-    events::TimelineEventType, signatures::hash_and_sign_event, CanonicalJsonObject, OwnedEventId,
-    OwnedServerName, RoomAliasId, RoomId, ServerName, UserId,
+    events::TimelineEventType,
+    signatures::{hash_and_sign_event, sign_event},
+    CanonicalJsonObject, OwnedEventId, OwnedServerName, RoomAliasId, RoomId, ServerName, UserId,
 };
 use serde_json::{json, value::to_raw_value, Value};
 
@@ -28,6 +29,7 @@ use crate::{
     error::{ApiError, ApiResult},
     service::rooms::{
         ingest::{verify_pdu, IncomingPdu, Ingested},
+        membership::{authorise_restricted_join, local_joined, AUTHORISED_VIA},
         rules_for,
         state::StateMap,
         StoredPdu,
@@ -104,6 +106,11 @@ async fn through(
         return Err(ApiError::not_found("The gateway sent a bad template"));
     }
     let mut content = json!({ "membership": membership });
+    // A restricted room: the resident names who vouches, and co-signs the join.
+    let vouched = event["content"][AUTHORISED_VIA].as_str().map(str::to_owned);
+    if let Some(via) = &vouched {
+        content[AUTHORISED_VIA] = json!(via);
+    }
     if membership == "join" {
         if let Some(profile) = peer.gw.users.get(user)? {
             if let Some(name) = profile.displayname {
@@ -126,8 +133,16 @@ async fn through(
     )
     .map_err(|e| ApiError::internal(format!("cannot sign: {e}")))?;
     let signed = to_raw_value(&object)?;
-    let own = verify_pdu(&rules, room, &signed)
+    let own_id = ruma::signatures::reference_hash(&object, &rules)
         .map_err(|e| ApiError::internal(format!("own event: {e}")))?;
+    // Without the resident's signature a vouched join does not verify yet.
+    let own = match &vouched {
+        None => Some(
+            verify_pdu(&rules, room, &signed)
+                .map_err(|e| ApiError::internal(format!("own event: {e}")))?,
+        ),
+        Some(_) => None,
+    };
     let answer = peer
         .ask(
             server,
@@ -138,13 +153,34 @@ async fn through(
         )
         .await
         .map_err(refused)?;
-    let Body::JoinedState { state, auth_chain } = answer else {
+    let Body::JoinedState {
+        state,
+        auth_chain,
+        event: cosigned,
+    } = answer
+    else {
         return Err(ApiError::not_found("The gateway answered something else"));
     };
     if membership != "join" {
         return Ok(());
     }
-    store_join(peer, server, room, room_version, own, state, auth_chain).await
+    let join = match (own, cosigned) {
+        (Some(own), _) => own,
+        (None, Some(cosigned)) => {
+            let join = verify_pdu(&rules, room, &cosigned)
+                .map_err(|e| ApiError::not_found(format!("The co-signed join: {e}")))?;
+            if join.event_id.as_str() != format!("${own_id}") {
+                return Err(ApiError::not_found("The gateway co-signed another event"));
+            }
+            join
+        }
+        (None, None) => {
+            return Err(ApiError::not_found(
+                "The gateway did not co-sign the join it vouched for",
+            ))
+        }
+    };
+    store_join(peer, server, room, room_version, join, state, auth_chain).await
 }
 
 /// Stores a join made through `server`: state and auth chain as outliers, then the join.
@@ -236,10 +272,20 @@ pub async fn make_membership(
     if peer.gw.rooms.meta(room)?.is_none() {
         return Err(ApiError::not_found("Unknown room"));
     }
-    let (room_version, event) = peer
-        .gw
+    // A join into a restricted room needs a local member to vouch for it, if the user
+    // qualifies (joined to an allowed room, as this gateway knows).
+    let candidates = local_joined(&peer.gw, room)?;
+    let gw = &peer.gw;
+    let (room_version, event) = gw
         .rooms
-        .membership_template(room, user, membership)
+        .membership_template(room, user, membership, |txn| {
+            if membership != "join"
+                || matches!(txn.membership(user)?.as_deref(), Some("join" | "invite"))
+            {
+                return Ok(None);
+            }
+            authorise_restricted_join(gw, txn, user, &candidates)
+        })
         .await?;
     Ok(Body::MembershipTemplate {
         room_version,
@@ -256,6 +302,8 @@ pub async fn send_membership(
     event: RawPdu,
 ) -> ApiResult<Body> {
     let rules = peer.gw.rooms.rules_of(room)?;
+    let cosigned = cosign_restricted_join(peer, &rules, &event)?;
+    let event = cosigned.clone().unwrap_or(event);
     let incoming =
         verify_pdu(&rules, room, &event).map_err(|e| ApiError::forbidden(e.to_string()))?;
     let pdu = &incoming.pdu;
@@ -281,13 +329,46 @@ pub async fn send_membership(
         return Ok(Body::JoinedState {
             state: Vec::new(),
             auth_chain: Vec::new(),
+            event: None,
         });
     }
     let (state, chain) = peer.gw.rooms.state_and_auth_chain(&id)?;
     Ok(Body::JoinedState {
         state: raw(state),
         auth_chain: raw(chain),
+        event: cosigned,
     })
+}
+
+/// A join naming one of this gateway's users in `join_authorised_via_users_server` gets this
+/// gateway's signature too (the auth rules then check that user's membership and power, and
+/// every gateway checks the signature). `None` for any other event.
+fn cosign_restricted_join(
+    peer: &Peer,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    event: &RawPdu,
+) -> ApiResult<Option<RawPdu>> {
+    let mut object: CanonicalJsonObject = serde_json::from_str(event.get())
+        .map_err(|e| ApiError::forbidden(format!("malformed event: {e}")))?;
+    let via = match object.get("content") {
+        Some(ruma::CanonicalJsonValue::Object(c)) => match c.get(AUTHORISED_VIA) {
+            Some(ruma::CanonicalJsonValue::String(v)) => v.clone(),
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let via = UserId::parse(via).map_err(|_| ApiError::forbidden("Bad authorising user"))?;
+    if via.server_name() != peer.gw.server_name() {
+        return Ok(None);
+    }
+    sign_event(
+        peer.gw.server_name().as_str(),
+        peer.gw.identity.keypair(),
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| ApiError::internal(format!("cannot sign: {e}")))?;
+    Ok(Some(to_raw_value(&object)?))
 }
 
 fn raw(pdus: Vec<StoredPdu>) -> Vec<RawPdu> {

@@ -328,6 +328,10 @@ async fn respond(peer: &Peer, envelope: Envelope) -> ApiResult<Body> {
             limit,
         } => handshake::missing_events(peer, &origin, &room_id, &earliest, &latest, limit),
         Body::RoomHeads { room_id } => handshake::room_heads(peer, &origin, &room_id),
+        Body::QueryMedia { media_id } => super::media::answer_query(peer, &origin, &media_id),
+        Body::FetchMedia { media_id, index } => {
+            super::media::answer_fetch(peer, &origin, &media_id, index)
+        }
         Body::Backfill {
             room_id,
             from,
@@ -359,6 +363,10 @@ fn kind_label(body: &Body) -> &'static str {
         Body::MissingEvents { .. } => "missing_events",
         Body::Events { .. } => "events",
         Body::RoomHeads { .. } => "room_heads",
+        Body::QueryMedia { .. } => "query_media",
+        Body::MediaInfo { .. } => "media_info",
+        Body::FetchMedia { .. } => "fetch_media",
+        Body::MediaChunk { .. } => "media_chunk",
         Body::Backfill { .. } => "backfill",
         Body::History { .. } => "history",
         Body::Heads { .. } => "heads",

@@ -21,6 +21,7 @@ pub mod compress;
 pub mod edu;
 pub mod handshake;
 pub mod inbound;
+pub mod media;
 pub mod net;
 pub mod outbound;
 pub mod remote;
@@ -130,6 +131,7 @@ impl Peer {
                 | Body::QueryAlias { .. }
                 | Body::QueryProfile { .. }
                 | Body::RoomHeads { .. }
+                | Body::QueryMedia { .. }
         );
         let capacity = if small { SMALL_ANSWER } else { MAX_MESSAGE };
         let mut attempt = 0;

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     error::{ApiError, ApiResult},
-    service::rooms::remote::{BoxFuture, Remote},
+    service::rooms::remote::{BoxFuture, Remote, RemoteFile},
 };
 
 /// What the services ask of other gateways.
@@ -44,6 +44,11 @@ enum Command {
     Backfill {
         room: OwnedRoomId,
         done: oneshot::Sender<ApiResult<usize>>,
+    },
+    Media {
+        server: OwnedServerName,
+        media_id: String,
+        done: oneshot::Sender<ApiResult<RemoteFile>>,
     },
     /// A request whose answer is returned as JSON (key queries and claims).
     Ask {
@@ -132,6 +137,18 @@ impl Remote for RemoteHandle {
         }))
     }
 
+    fn media<'a>(
+        &'a self,
+        server: &'a ServerName,
+        media_id: &'a str,
+    ) -> BoxFuture<'a, ApiResult<RemoteFile>> {
+        Box::pin(self.call(move |done| Command::Media {
+            server: server.to_owned(),
+            media_id: media_id.to_owned(),
+            done,
+        }))
+    }
+
     fn profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, ApiResult<Value>> {
         Box::pin(self.call(move |done| Command::Profile {
             user: user.to_owned(),
@@ -214,6 +231,13 @@ async fn execute(peer: &Peer, command: Command) {
         }
         Command::Backfill { room, done } => {
             let _ = done.send(super::backfill::fetch(peer, &room).await);
+        }
+        Command::Media {
+            server,
+            media_id,
+            done,
+        } => {
+            let _ = done.send(super::media::fetch(peer, &server, &media_id).await);
         }
         Command::Profile { user, done } => {
             let result = match peer

@@ -24,7 +24,9 @@ use crate::{
 mod backfill;
 mod catchup;
 mod corpus;
+mod media;
 mod relations;
+mod restricted;
 
 struct Node {
     gw: Arc<Gateway>,

@@ -108,6 +108,10 @@ pub enum Body {
         state: Vec<RawPdu>,
         /// The auth chain of the state and of the join.
         auth_chain: Vec<RawPdu>,
+        /// The join as the answering gateway co-signed it (a join into a restricted room that
+        /// one of its users authorised); absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event: Option<RawPdu>,
     },
     /// Request: events between what the asker has and what it saw referenced.
     MissingEvents {
@@ -155,6 +159,35 @@ pub enum Body {
         users: Vec<OwnedUserId>,
         /// Per event, indexes into `users` of those who may read it.
         readers: Vec<Vec<u16>>,
+    },
+    /// Request: what the destination announces about one of its files.
+    QueryMedia {
+        /// The media id (of an `mxc://<destination>/<id>` URI).
+        media_id: String,
+    },
+    /// Response to `QueryMedia`.
+    MediaInfo {
+        /// Size, SHA-256, content type and file name.
+        announced: crate::service::remote_media::Announced,
+        /// Who uploaded it.
+        uploader: OwnedUserId,
+        /// Bytes per chunk (the last may be shorter).
+        chunk_size: u32,
+    },
+    /// Request: one chunk of a file.
+    FetchMedia {
+        /// The media id.
+        media_id: String,
+        /// Which chunk.
+        index: u32,
+    },
+    /// Response to `FetchMedia`.
+    MediaChunk {
+        /// Which chunk.
+        index: u32,
+        /// Its bytes, base64 (standard, unpadded); the wire compression takes back most of
+        /// base64's overhead.
+        data: String,
     },
     /// Request: which room an alias of the destination names.
     QueryAlias {

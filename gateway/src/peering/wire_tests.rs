@@ -95,6 +95,7 @@ fn cases(origin: &OwnedServerName) -> Vec<(&'static str, Envelope)> {
             Body::JoinedState {
                 state: vec![pdu.clone()],
                 auth_chain: vec![pdu.clone()],
+                event: None,
             },
         ),
         (
@@ -116,6 +117,19 @@ fn cases(origin: &OwnedServerName) -> Vec<(&'static str, Envelope)> {
             "heads",
             Body::Heads {
                 pdus: vec![pdu.clone()],
+            },
+        ),
+        (
+            "query_media",
+            Body::QueryMedia {
+                media_id: "abcDEF123".into(),
+            },
+        ),
+        (
+            "media_chunk",
+            Body::MediaChunk {
+                index: 2,
+                data: "aGVsbG8".into(),
             },
         ),
         (

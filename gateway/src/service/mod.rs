@@ -23,6 +23,7 @@ pub mod push_target;
 pub mod pusher;
 pub mod ratelimit;
 pub mod relations;
+pub mod remote_media;
 pub mod rooms;
 pub mod search;
 pub mod sliding_sync;

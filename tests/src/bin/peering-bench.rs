@@ -3,6 +3,8 @@
 //! ```text
 //! cargo run --release -p mixgate-tests --bin peering-bench -- --mu-ms 0 --samples 40
 //! cargo run --release -p mixgate-tests --bin peering-bench -- --defaults --samples 40
+//! cargo run --release -p mixgate-tests --bin peering-bench -- --mu-ms 0 --samples 5 --backfill 1000
+//! cargo run --release -p mixgate-tests --bin peering-bench -- --samples 5 --media-kib 100 --media-kib 1024
 //! ```
 //!
 //! Starts a local mixnet (3 layers × 2 mixes, 2 providers) with the given traffic parameters
@@ -51,6 +53,14 @@ struct Args {
     /// Gateways on the network (at least 2; the room has a user on each).
     #[arg(long, default_value_t = 2)]
     gateways: usize,
+    /// Also time a late joiner on gateway 1 paging back through this many events sent on
+    /// gateway 0 before it joined (backfill over the mixnet).
+    #[arg(long, default_value_t = 0)]
+    backfill: usize,
+    /// Also time gateway 1 downloading a file of this many KiB uploaded on gateway 0
+    /// (remote media over the mixnet); repeatable.
+    #[arg(long)]
+    media_kib: Vec<usize>,
 }
 
 struct Client {
@@ -311,8 +321,136 @@ async fn main() -> anyhow::Result<()> {
         idle_out * day,
         idle_in * day
     );
+    if args.backfill > 0 {
+        backfill(&clients, args.backfill).await?;
+    }
+    for kib in &args.media_kib {
+        media(&clients, *kib).await?;
+    }
     for g in gateways {
         g.abort();
     }
+    Ok(())
+}
+
+/// Times a late joiner on gateway 1 paging back through `count` events of gateway 0.
+async fn backfill(clients: &[Client], count: usize) -> anyhow::Result<()> {
+    let (status, created) = clients[0]
+        .call(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(json!({"preset": "public_chat"})),
+        )
+        .await?;
+    if status != 200 {
+        bail!("createRoom: {created}");
+    }
+    let room = created["room_id"].as_str().context("room id")?.to_owned();
+    for i in 0..count {
+        // About 100 characters, like a typical chat message.
+        let body = format!(
+            "message {i}: the quick brown fox jumps over the lazy dog while we plan the meeting for friday"
+        );
+        let (status, sent) = clients[0]
+            .call(
+                reqwest::Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/h{i}"),
+                Some(json!({"msgtype": "m.text", "body": body})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("send: {sent}");
+        }
+    }
+    let (status, body) = clients[1]
+        .call(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(json!({})),
+        )
+        .await?;
+    if status != 200 {
+        bail!("join: {body}");
+    }
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut pages = 0;
+    let mut from: Option<String> = None;
+    while seen < count {
+        let mut path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100");
+        if let Some(f) = &from {
+            path.push_str(&format!("&from={f}"));
+        }
+        let (status, page) = clients[1].call(reqwest::Method::GET, &path, None).await?;
+        if status != 200 {
+            bail!("messages: {page}");
+        }
+        pages += 1;
+        seen += page["chunk"].as_array().map_or(0, |c| {
+            c.iter().filter(|e| e["type"] == "m.room.message").count()
+        });
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("backfill too slow: {seen} of {count}");
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "backfill: {seen} of {count} events in {secs:.1} s over {pages} pages of 100 ({:.0} events/s)",
+        seen as f64 / secs
+    );
+    Ok(())
+}
+
+/// Times gateway 1 downloading a `kib` KiB file uploaded on gateway 0 (random bytes: the
+/// wire compression gains nothing, as with a photo).
+async fn media(clients: &[Client], kib: usize) -> anyhow::Result<()> {
+    // xorshift64: incompressible enough, no extra dependency.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ kib as u64;
+    let data: Vec<u8> = (0..kib * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let res: Value = clients[0]
+        .http
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename=f.bin",
+            clients[0].base
+        ))
+        .bearer_auth(&clients[0].token)
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await?
+        .json()
+        .await?;
+    let uri = res["content_uri"].as_str().context("content_uri")?;
+    let path = uri.trim_start_matches("mxc://");
+    let started = Instant::now();
+    let got = clients[1]
+        .http
+        .get(format!(
+            "{}/_matrix/client/v1/media/download/{path}",
+            clients[1].base
+        ))
+        .bearer_auth(&clients[1].token)
+        .send()
+        .await?;
+    let status = got.status();
+    let bytes = got.bytes().await?;
+    if !status.is_success() || bytes.as_ref() != data.as_slice() {
+        bail!("download of {kib} KiB failed: {status}");
+    }
+    println!(
+        "remote media: {kib} KiB in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -169,21 +169,26 @@ impl Rooms {
     }
 
     /// A membership event for a user of another gateway to sign: `prev_events`, `auth_events`
-    /// and `depth` from this gateway's view of the room.
+    /// and `depth` from this gateway's view of the room. `vouch` names the local member who
+    /// authorises a join into a restricted room (`join_authorised_via_users_server`), if any.
     pub async fn membership_template(
         &self,
         room_id: &RoomId,
         user: &UserId,
         membership: &str,
+        vouch: impl FnOnce(&super::RoomTxn<'_>) -> ApiResult<Option<ruma::OwnedUserId>>,
     ) -> ApiResult<(ruma::RoomVersionId, Value)> {
         let meta = self
             .meta(room_id)?
             .ok_or_else(|| ApiError::not_found("Unknown room"))?;
         let rules = super::rules_for(&meta.version)?;
-        let content = json!({ "membership": membership });
-        let raw = to_raw_value(&content)?;
         let (template, _) = self
             .write(room_id, None, |txn| {
+                let mut content = json!({ "membership": membership });
+                if let Some(via) = vouch(txn)? {
+                    content[super::membership::AUTHORISED_VIA] = json!(via);
+                }
+                let raw = to_raw_value(&content)?;
                 let auth_types = state_res::auth_types_for_event(
                     &TimelineEventType::RoomMember,
                     user,

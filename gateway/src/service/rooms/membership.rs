@@ -296,7 +296,7 @@ pub async fn change(
 }
 
 /// Users of this gateway joined to `room` (who could vouch for a restricted join).
-fn local_joined(gw: &Gateway, room: &RoomId) -> ApiResult<Vec<OwnedUserId>> {
+pub fn local_joined(gw: &Gateway, room: &RoomId) -> ApiResult<Vec<OwnedUserId>> {
     Ok(gw
         .rooms
         .members(room)?

@@ -42,6 +42,14 @@ pub trait Remote: Send + Sync {
     /// or no gateway answered within a bounded wait).
     fn backfill<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, ApiResult<usize>>;
 
+    /// A file uploaded on `server`: what that gateway announced about it, its uploader, and
+    /// the bytes (fetched in chunks; the caller checks them against the announcement).
+    fn media<'a>(
+        &'a self,
+        server: &'a ServerName,
+        media_id: &'a str,
+    ) -> BoxFuture<'a, ApiResult<RemoteFile>>;
+
     /// A remote user's profile (`displayname`, `avatar_url`).
     fn profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, ApiResult<Value>>;
 
@@ -60,6 +68,13 @@ pub trait Remote: Send + Sync {
         wanted: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
     ) -> BoxFuture<'a, ApiResult<Value>>;
 }
+
+/// A file of another gateway: what it announced, the uploader, the bytes.
+pub type RemoteFile = (
+    crate::service::remote_media::Announced,
+    OwnedUserId,
+    Vec<u8>,
+);
 
 /// A gateway on its own: every remote operation fails with a clear error.
 pub struct NoRemote;
@@ -99,6 +114,10 @@ impl Remote for NoRemote {
     fn backfill<'a>(&'a self, _: &'a RoomId) -> BoxFuture<'a, ApiResult<usize>> {
         // Alone, a gateway holds every room it is in from its start.
         Box::pin(async { Ok(0) })
+    }
+
+    fn media<'a>(&'a self, _: &'a ServerName, _: &'a str) -> BoxFuture<'a, ApiResult<RemoteFile>> {
+        Box::pin(async { alone() })
     }
 
     fn profile<'a>(&'a self, _: &'a UserId) -> BoxFuture<'a, ApiResult<Value>> {
