@@ -10,13 +10,14 @@ mod common;
 
 use common::{json_of, login, register, sync_once, wait_room, Inbox};
 use matrix_sdk::{
+    media::{MediaFormat, MediaRequestParameters},
     room::MessagesOptions,
     ruma::{
         api::client::room::{create_room::v3 as create_room, Visibility},
         events::{
             room::{
                 encryption::RoomEncryptionEventContent, member::MembershipState,
-                message::RoomMessageEventContent,
+                message::RoomMessageEventContent, MediaSource,
             },
             InitialStateEvent,
         },
@@ -131,6 +132,37 @@ async fn invite_join_and_chat_across_gateways() {
     alice_inbox
         .wait_for(CROSS, "bob's reply", |s| s.body == "hello from gateway B")
         .await;
+
+    // A file Alice uploads on gateway A downloads on gateway B, over the mixnet in chunks.
+    let file: Vec<u8> = (0..60_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let uploaded = within(
+        20,
+        "upload",
+        alice
+            .media()
+            .upload(&mime::APPLICATION_OCTET_STREAM, file.clone(), None),
+    )
+    .await
+    .expect("upload");
+    let request = MediaRequestParameters {
+        source: MediaSource::Plain(uploaded.content_uri),
+        format: MediaFormat::File,
+    };
+    let fetched = within(
+        CROSS,
+        "remote download",
+        bob.media().get_media_content(&request, false),
+    )
+    .await
+    .expect("remote download");
+    assert!(
+        fetched == file,
+        "the same bytes ({} of {})",
+        fetched.len(),
+        file.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::client::ClientConfig;
 use crate::directory::{DirectoryConfig, DirectoryServer, Role, TrafficParams};
 use crate::link::LinkConfig;
-use crate::node::{Mailboxes, Node, NodeConfig, NodeError, NodeStats};
+use crate::node::{MailboxConfig, Mailboxes, Node, NodeConfig, NodeError, NodeStats};
 use crate::packet::NodeId;
 
 /// A running node of a local mixnet. Dropping it stops the node.
@@ -93,6 +93,8 @@ pub struct LocalMixnetConfig {
     pub refresh: Duration,
     /// Epoch length.
     pub epoch_ms: u64,
+    /// Mailbox limits of the providers.
+    pub mailbox: MailboxConfig,
 }
 
 impl Default for LocalMixnetConfig {
@@ -107,6 +109,7 @@ impl Default for LocalMixnetConfig {
             link: LinkConfig::default(),
             refresh: Duration::from_secs(5),
             epoch_ms: 3_600_000,
+            mailbox: MailboxConfig::default(),
         }
     }
 }
@@ -167,6 +170,7 @@ impl LocalMixnet {
             c.link = cfg.link.clone();
             c.epoch_ms = cfg.epoch_ms;
             c.replay_capacity = 1_000_000;
+            c.mailbox = cfg.mailbox.clone();
             c
         };
         let mut net = LocalMixnet {

@@ -25,6 +25,7 @@ async fn messages_cross_epoch_boundaries() {
         link: link_cfg(),
         refresh: Duration::from_millis(200),
         epoch_ms,
+        mailbox: Default::default(),
     })
     .await
     .unwrap();

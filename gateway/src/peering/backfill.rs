@@ -91,7 +91,7 @@ pub async fn fetch(peer: &Peer, room: &RoomId) -> ApiResult<usize> {
 
 /// Checks and verifies a `History` answer; `None` if it is malformed as a whole. Single
 /// events that fail verification are dropped and counted.
-fn accept(
+pub(crate) fn accept(
     peer: &Peer,
     from: &ServerName,
     room: &RoomId,
@@ -107,14 +107,6 @@ fn accept(
     let rules = peer.gw.rooms.rules_of(room).ok()?;
     let mut events = Vec::new();
     for (raw, idx) in pdus.iter().zip(readers) {
-        let pdu = match verify_pdu(&rules, room, raw) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::info!(peer = %from, room = %room, "peering: history event refused: {e}");
-                peer.stats.dropped(e.label());
-                continue;
-            }
-        };
         let mut who = Vec::new();
         for i in idx {
             // Readers are this gateway's own users, named by index.
@@ -124,6 +116,14 @@ fn accept(
             }
             who.push(user.clone());
         }
+        let pdu = match verify_pdu(&rules, room, raw) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(peer = %from, room = %room, "peering: history event refused: {e}");
+                peer.stats.dropped(e.label());
+                continue;
+            }
+        };
         events.push(Fetched { pdu, readers: who });
     }
     let auth = auth

@@ -187,6 +187,42 @@ impl Net {
         out
     }
 
+    /// Message bodies and event ids of a room as `user` reads them, oldest first.
+    async fn bodies_and_ids(
+        &self,
+        i: usize,
+        token: &str,
+        room: &OwnedRoomId,
+    ) -> Vec<(String, String)> {
+        let (_, page) = self
+            .call(
+                i,
+                Method::GET,
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000",
+                    enc(room.as_str())
+                ),
+                token,
+                None,
+            )
+            .await;
+        let mut out: Vec<(String, String)> = page["chunk"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["type"] == "m.room.message")
+            .filter_map(|e| {
+                Some((
+                    e["content"]["body"].as_str()?.to_owned(),
+                    e["event_id"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        out.reverse();
+        out
+    }
+
     fn membership(&self, i: usize, room: &OwnedRoomId, user: &UserId) -> Option<String> {
         self.nodes[i].gw.rooms.membership(room, user).ok().flatten()
     }
@@ -325,6 +361,27 @@ async fn invite_join_chat_and_state_across_two_gateways() {
     })
     .await;
     assert_eq!(net.bodies(1, &bt, &room).await[0], "hello bob");
+
+    // Bob takes his message back: it is redacted on both gateways.
+    let hello_alice = net
+        .bodies_and_ids(0, &at, &room)
+        .await
+        .into_iter()
+        .find(|(b, _)| b == "hello alice")
+        .map(|(_, id)| id)
+        .expect("bob's message on A");
+    net.ok(
+        1,
+        Method::PUT,
+        &room_path(&room, &format!("redact/{}/r1", enc(&hello_alice))),
+        &bt,
+        Some(json!({"reason": "typo"})),
+    )
+    .await;
+    until_async("redacted on both", || async {
+        net.bodies(0, &at, &room).await.len() == 2 && net.bodies(1, &bt, &room).await.len() == 2
+    })
+    .await;
 
     // State changes from either side apply on both.
     net.ok(

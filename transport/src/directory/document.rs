@@ -94,6 +94,11 @@ pub struct TrafficParams {
     pub poll_per_s: f64,
     /// Answers per poll (padded with dummies).
     pub poll_batch: u32,
+    /// Every link speaks the hybrid post-quantum Noise pattern
+    /// ([`crate::link::NOISE_PARAMS_PQ`]) instead of the classical one. Absent in older
+    /// documents (classical).
+    #[serde(default)]
+    pub pq_links: bool,
 }
 
 impl Default for TrafficParams {
@@ -106,6 +111,7 @@ impl Default for TrafficParams {
             packet_size: PACKET_SIZE as u32,
             poll_per_s: 2.0,
             poll_batch: 8,
+            pq_links: false,
         }
     }
 }

@@ -6,18 +6,39 @@ use std::time::{Duration, Instant};
 
 use snow::{Builder, TransportState};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::fault::{FaultState, LinkFaults};
 use super::frame::{Frame, FrameError, FrameKind, FRAME_PLAIN, FRAME_WIRE};
 
-/// The Noise protocol every link speaks.
+/// The Noise protocol every link speaks (classical).
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_AESGCM_SHA256";
+/// The hybrid post-quantum protocol, when the directory document sets `pq_links`: IK with
+/// the KEM extension (`hfs`), X25519 and Kyber1024 together, so the link keys stay secret
+/// unless *both* are broken.
+pub const NOISE_PARAMS_PQ: &str = "Noise_IKhfs_25519+Kyber1024_AESGCM_SHA256";
 const PROLOGUE: &[u8] = b"mixgate link v1";
 const MSG1_LEN: usize = 32 + 48 + 16;
 const MSG2_LEN: usize = 32 + 16;
+/// Kyber1024 public key and ciphertext sizes.
+const KYBER_PK: usize = 1568;
+const KYBER_CT: usize = 1568;
+/// IKhfs message 1 adds the KEM ephemeral public key (`e1`, encrypted: + tag).
+const MSG1_LEN_PQ: usize = MSG1_LEN + KYBER_PK + 16;
+/// Message 2 adds the KEM ciphertext (`ekem1`, encrypted: + tag).
+const MSG2_LEN_PQ: usize = MSG2_LEN + KYBER_CT + 16;
+
+/// Handshake message lengths for the classical or the hybrid pattern.
+pub(super) fn msg_lens(pq: bool) -> (usize, usize) {
+    if pq {
+        (MSG1_LEN_PQ, MSG2_LEN_PQ)
+    } else {
+        (MSG1_LEN, MSG2_LEN)
+    }
+}
 
 /// Why a link failed.
 #[derive(Debug, Error)]
@@ -37,6 +58,9 @@ pub enum LinkError {
     /// The peer's static key is not authorised.
     #[error("peer not authorised")]
     Unauthorized,
+    /// A fault plan ([`LinkConfig::faults`]) closed the link.
+    #[error("link reset by fault injection")]
+    InjectedReset,
 }
 
 impl From<snow::Error> for LinkError {
@@ -58,6 +82,11 @@ pub struct LinkConfig {
     pub rekey_frames: u64,
     /// ...or after this much time, whichever comes first.
     pub rekey_interval: Duration,
+    /// Faults to inject into data frames (tests and measurements; `None` in production).
+    pub faults: Option<Arc<LinkFaults>>,
+    /// Speak the hybrid post-quantum pattern ([`NOISE_PARAMS_PQ`]). Nodes and clients set it
+    /// from the directory document's `pq_links`, so both ends of every link agree.
+    pub pq: bool,
 }
 
 impl Default for LinkConfig {
@@ -68,6 +97,8 @@ impl Default for LinkConfig {
             idle_timeout: Duration::from_secs(120),
             rekey_frames: 1 << 16,
             rekey_interval: Duration::from_secs(600),
+            faults: None,
+            pq: false,
         }
     }
 }
@@ -109,33 +140,105 @@ pub struct LinkSender {
     cfg: LinkConfig,
     since_rekey: u64,
     last_rekey: Instant,
-    buf: Box<[u8; FRAME_WIRE]>,
+    out: Vec<u8>,
+    faults: Option<FaultState>,
+    held: Option<Frame>,
 }
 
 /// The receiving half of a link.
 pub struct LinkReceiver {
-    r: OwnedReadHalf,
+    r: BufReader<OwnedReadHalf>,
     state: Arc<Mutex<TransportState>>,
     cfg: LinkConfig,
     buf: Box<[u8; FRAME_WIRE]>,
+    faults: Option<FaultState>,
+    held: Option<Frame>,
+    pending: std::collections::VecDeque<Frame>,
+}
+
+/// Whether fault injection may touch a frame of this kind (never the link's own control).
+fn faultable(kind: FrameKind) -> bool {
+    !matches!(kind, FrameKind::Rekey | FrameKind::Padding)
 }
 
 fn lock(s: &Mutex<TransportState>) -> std::sync::MutexGuard<'_, TransportState> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Encrypted frames a sender buffers before writing them out in one system call.
+const BATCH_FRAMES: usize = 16;
+
 impl LinkSender {
-    /// Encrypts and sends one frame (and a rekey frame first when one is due).
+    /// Encrypts and sends one frame (and a rekey frame first when one is due), together with
+    /// any frames [`LinkSender::feed`] buffered before it.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        self.feed(frame).await?;
+        self.flush().await
+    }
+
+    /// Encrypts one frame into the send buffer; the buffer is written out when it holds
+    /// several frames or on [`LinkSender::flush`]. For a sender with a queue of frames:
+    /// feed them, then flush, and the kernel sees one write instead of one per frame.
+    pub async fn feed(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        let plan = self.cfg.faults.clone();
+        if let (Some(plan), Some(st), true) = (plan, self.faults.as_mut(), faultable(frame.kind)) {
+            let d = st.decide(&plan);
+            if d.reset {
+                let _ = self.w.shutdown().await;
+                return Err(LinkError::InjectedReset);
+            }
+            if d.drop {
+                return Ok(());
+            }
+            if let Some(t) = d.delay {
+                self.flush().await?;
+                tokio::time::sleep(t).await;
+            }
+            if d.hold && self.held.is_none() {
+                self.held = Some(frame.clone());
+                return Ok(());
+            }
+            self.push(frame)?;
+            if d.duplicate {
+                self.push(frame)?;
+            }
+            if let Some(h) = self.held.take() {
+                self.push(&h)?;
+            }
+        } else {
+            self.push(frame)?;
+        }
+        if self.out.len() >= BATCH_FRAMES * FRAME_WIRE {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes out every buffered frame.
+    pub async fn flush(&mut self) -> Result<(), LinkError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // A peer that stops reading must not hold this task forever.
+        let r = match timeout(self.cfg.frame_timeout, self.w.write_all(&self.out)).await {
+            Err(_) => Err(LinkError::Timeout("peer not reading")),
+            Ok(r) => Ok(r?),
+        };
+        self.out.clear();
+        r
+    }
+
+    /// Encrypts a frame into the buffer, preceded by a rekey frame when one is due.
+    fn push(&mut self, frame: &Frame) -> Result<(), LinkError> {
         if self.since_rekey >= self.cfg.rekey_frames
             || self.last_rekey.elapsed() >= self.cfg.rekey_interval
         {
-            self.write(&Frame::new(FrameKind::Rekey, &[])).await?;
+            self.encrypt(&Frame::new(FrameKind::Rekey, &[]))?;
             lock(&self.state).rekey_outgoing();
             self.since_rekey = 0;
             self.last_rekey = Instant::now();
         }
-        self.write(frame).await?;
+        self.encrypt(frame)?;
         self.since_rekey += 1;
         Ok(())
     }
@@ -146,15 +249,20 @@ impl LinkSender {
         let _ = self.w.write_all(b).await;
     }
 
-    async fn write(&mut self, frame: &Frame) -> Result<(), LinkError> {
+    fn encrypt(&mut self, frame: &Frame) -> Result<(), LinkError> {
         let mut plain = [0u8; FRAME_PLAIN];
         frame.encode(&mut plain);
-        let n = lock(&self.state).write_message(&plain, &mut self.buf[..])?;
-        debug_assert_eq!(n, FRAME_WIRE);
-        // A peer that stops reading must not hold this task forever.
-        match timeout(self.cfg.frame_timeout, self.w.write_all(&self.buf[..])).await {
-            Err(_) => Err(LinkError::Timeout("peer not reading")),
-            Ok(r) => Ok(r?),
+        let at = self.out.len();
+        self.out.resize(at + FRAME_WIRE, 0);
+        match lock(&self.state).write_message(&plain, &mut self.out[at..]) {
+            Ok(n) => {
+                debug_assert_eq!(n, FRAME_WIRE);
+                Ok(())
+            }
+            Err(e) => {
+                self.out.truncate(at);
+                Err(e.into())
+            }
         }
     }
 }
@@ -162,6 +270,43 @@ impl LinkSender {
 impl LinkReceiver {
     /// Receives the next non-control frame. Rekey frames are handled here.
     pub async fn recv(&mut self) -> Result<Frame, LinkError> {
+        if let Some(f) = self.pending.pop_front() {
+            return Ok(f);
+        }
+        loop {
+            let f = self.recv_now().await?;
+            let plan = self.cfg.faults.clone();
+            let (Some(plan), Some(st)) = (plan, self.faults.as_mut()) else {
+                return Ok(f);
+            };
+            if !faultable(f.kind) {
+                return Ok(f);
+            }
+            let d = st.decide(&plan);
+            if d.reset {
+                return Err(LinkError::InjectedReset);
+            }
+            if d.drop {
+                continue;
+            }
+            if let Some(t) = d.delay {
+                tokio::time::sleep(t).await;
+            }
+            if d.hold && self.held.is_none() {
+                self.held = Some(f);
+                continue;
+            }
+            if d.duplicate {
+                self.pending.push_back(f.clone());
+            }
+            if let Some(h) = self.held.take() {
+                self.pending.push_back(h);
+            }
+            return Ok(f);
+        }
+    }
+
+    async fn recv_now(&mut self) -> Result<Frame, LinkError> {
         loop {
             match timeout(self.cfg.idle_timeout, self.r.read_exact(&mut self.buf[..1])).await {
                 Err(_) => return Err(LinkError::Timeout("idle")),
@@ -196,6 +341,11 @@ fn split(stream: TcpStream, state: TransportState, cfg: &LinkConfig) -> (LinkSen
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let state = Arc::new(Mutex::new(state));
+    let faults = |inbound| {
+        cfg.faults
+            .as_deref()
+            .and_then(|p| FaultState::for_link(p, inbound))
+    };
     (
         LinkSender {
             w,
@@ -203,21 +353,28 @@ fn split(stream: TcpStream, state: TransportState, cfg: &LinkConfig) -> (LinkSen
             cfg: cfg.clone(),
             since_rekey: 0,
             last_rekey: Instant::now(),
-            buf: Box::new([0u8; FRAME_WIRE]),
+            out: Vec::with_capacity(BATCH_FRAMES * FRAME_WIRE + 2 * FRAME_WIRE),
+            faults: faults(false),
+            held: None,
         },
         LinkReceiver {
-            r,
+            r: BufReader::with_capacity(BATCH_FRAMES * FRAME_WIRE, r),
             state,
             cfg: cfg.clone(),
             buf: Box::new([0u8; FRAME_WIRE]),
+            faults: faults(true),
+            held: None,
+            pending: std::collections::VecDeque::new(),
         },
     )
 }
 
-fn params() -> snow::params::NoiseParams {
-    // The constant is a valid pattern string; parsing cannot fail.
+fn params(pq: bool) -> snow::params::NoiseParams {
+    // The constants are valid pattern strings; parsing cannot fail.
     #[allow(clippy::expect_used)]
-    NOISE_PARAMS.parse().expect("noise params")
+    if pq { NOISE_PARAMS_PQ } else { NOISE_PARAMS }
+        .parse()
+        .expect("noise params")
 }
 
 /// Opens a link to a peer whose static key `remote` comes from the directory.
@@ -227,17 +384,22 @@ pub async fn connect(
     remote: &[u8; 32],
     cfg: &LinkConfig,
 ) -> Result<(LinkSender, LinkReceiver), LinkError> {
+    let (l1, l2) = msg_lens(cfg.pq);
     let fut = async {
-        let mut hs = Builder::new(params())
+        let mut hs = Builder::new(params(cfg.pq))
             .local_private_key(&local.secret)?
             .remote_public_key(remote)?
             .prologue(PROLOGUE)?
             .build_initiator()?;
-        let mut m1 = [0u8; MSG1_LEN];
+        let mut m1 = vec![0u8; l1];
         let n = hs.write_message(&[], &mut m1)?;
-        debug_assert_eq!(n, MSG1_LEN);
+        if n != l1 {
+            return Err(LinkError::Noise(format!(
+                "handshake message 1 is {n} bytes"
+            )));
+        }
         stream.write_all(&m1).await?;
-        let mut m2 = [0u8; MSG2_LEN];
+        let mut m2 = vec![0u8; l2];
         stream.read_exact(&mut m2).await?;
         let mut p = [0u8; 64];
         hs.read_message(&m2, &mut p)?;
@@ -257,12 +419,13 @@ pub async fn accept(
     authorize: impl Fn(&[u8; 32]) -> bool,
     cfg: &LinkConfig,
 ) -> Result<([u8; 32], LinkSender, LinkReceiver), LinkError> {
+    let (l1, l2) = msg_lens(cfg.pq);
     let fut = async {
-        let mut hs = Builder::new(params())
+        let mut hs = Builder::new(params(cfg.pq))
             .local_private_key(&local.secret)?
             .prologue(PROLOGUE)?
             .build_responder()?;
-        let mut m1 = [0u8; MSG1_LEN];
+        let mut m1 = vec![0u8; l1];
         stream.read_exact(&mut m1).await?;
         let mut p = [0u8; 64];
         hs.read_message(&m1, &mut p)?;
@@ -274,8 +437,13 @@ pub async fn accept(
         if !authorize(&peer) {
             return Err(LinkError::Unauthorized);
         }
-        let mut m2 = [0u8; MSG2_LEN];
-        hs.write_message(&[], &mut m2)?;
+        let mut m2 = vec![0u8; l2];
+        let n = hs.write_message(&[], &mut m2)?;
+        if n != l2 {
+            return Err(LinkError::Noise(format!(
+                "handshake message 2 is {n} bytes"
+            )));
+        }
         stream.write_all(&m2).await?;
         Ok::<_, LinkError>((peer, hs.into_transport_mode()?))
     };

@@ -12,6 +12,8 @@ fn cfg() -> LinkConfig {
         idle_timeout: Duration::from_secs(5),
         rekey_frames: 7,
         rekey_interval: Duration::from_secs(60),
+        faults: None,
+        pq: false,
     }
 }
 
@@ -154,4 +156,163 @@ async fn stall_and_garbage_after_handshake() {
             assert!(matches!(r, Err(LinkError::Timeout(_))), "{r:?}");
         }
     }
+}
+
+/// Sends `n` numbered frames over a link whose sender runs `out` and receiver `inb`, and
+/// returns the numbers received, in order, once the sender has closed.
+async fn through_faults(out: FaultSpec, inb: FaultSpec, n: u16, seed: u64) -> (Vec<u16>, u64) {
+    let (l, addr) = listener().await;
+    let server = LinkKeypair::random();
+    let client = LinkKeypair::random();
+    let s2 = server.clone();
+    let recv_plan = std::sync::Arc::new(LinkFaults::new(FaultSpec::default(), inb, seed));
+    let rcfg = LinkConfig {
+        faults: Some(recv_plan.clone()),
+        ..cfg()
+    };
+    let h = tokio::spawn(async move {
+        let (sock, _) = l.accept().await.unwrap();
+        let (_, _tx, mut rx) = accept(sock, &s2, |_| true, &rcfg).await.unwrap();
+        let mut got = vec![];
+        while let Ok(f) = rx.recv().await {
+            got.push(u16::from_be_bytes([f.body[0], f.body[1]]));
+        }
+        got
+    });
+    let send_plan = std::sync::Arc::new(LinkFaults::new(out, FaultSpec::default(), seed));
+    let scfg = LinkConfig {
+        faults: Some(send_plan.clone()),
+        ..cfg()
+    };
+    let sock = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, _rx) = connect(sock, &client, &server.public, &scfg).await.unwrap();
+    for i in 0..n {
+        if tx
+            .send(&Frame::new(FrameKind::Packet, &i.to_be_bytes()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    drop(_rx);
+    let got = h.await.unwrap();
+    let faults = LinkFaults::count(&send_plan.dropped) + LinkFaults::count(&recv_plan.dropped);
+    (got, faults)
+}
+
+#[tokio::test]
+async fn faults_drop_duplicate_and_reorder_in_each_direction() {
+    let spec = FaultSpec {
+        drop: 0.1,
+        duplicate: 0.1,
+        reorder: 0.1,
+        delay: 0.05,
+        max_delay: Duration::from_millis(2),
+        ..FaultSpec::default()
+    };
+    for (out, inb) in [(spec, FaultSpec::default()), (FaultSpec::default(), spec)] {
+        let (got, dropped) = through_faults(out, inb, 400, 7).await;
+        let mut distinct = got.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // Every frame received was sent; some were lost, some came twice, some out of order.
+        assert!(distinct.iter().all(|&i| i < 400));
+        // Lost: the dropped ones, and at most one frame still held back when the link closed.
+        let lost = 400 - distinct.len() as u64;
+        assert!(
+            lost == dropped || lost == dropped + 1,
+            "{lost} lost, {dropped} dropped"
+        );
+        assert!(dropped > 10 && dropped < 80, "about 10% dropped: {dropped}");
+        assert!(got.len() > distinct.len(), "duplicates delivered");
+        assert!(got.windows(2).any(|w| w[1] < w[0]), "reordered");
+        // Rekeying (every 7 frames) kept working: the link carried all 400.
+    }
+}
+
+#[tokio::test]
+async fn faults_are_reproducible_from_the_seed() {
+    let spec = FaultSpec {
+        drop: 0.2,
+        duplicate: 0.1,
+        reorder: 0.1,
+        ..FaultSpec::default()
+    };
+    let a = through_faults(spec, spec, 200, 42).await.0;
+    let b = through_faults(spec, spec, 200, 42).await.0;
+    let c = through_faults(spec, spec, 200, 43).await.0;
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[tokio::test]
+async fn a_fault_reset_closes_the_link() {
+    let spec = FaultSpec {
+        reset: 1.0,
+        ..FaultSpec::default()
+    };
+    let (got, _) = through_faults(spec, FaultSpec::default(), 10, 1).await;
+    assert!(got.is_empty());
+    let (got, _) = through_faults(FaultSpec::default(), spec, 10, 1).await;
+    assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn hybrid_links_carry_frames_and_refuse_a_classical_peer() {
+    let pq = LinkConfig { pq: true, ..cfg() };
+    for (client_pq, ok) in [(true, true), (false, false)] {
+        let (l, addr) = listener().await;
+        let server = LinkKeypair::random();
+        let client = LinkKeypair::random();
+        let (s2, pq2) = (server.clone(), pq.clone());
+        let h = tokio::spawn(async move {
+            let (sock, _) = l.accept().await.unwrap();
+            let (_, _tx, mut rx) = accept(sock, &s2, |_| true, &pq2).await?;
+            rx.recv().await
+        });
+        let ccfg = LinkConfig {
+            pq: client_pq,
+            ..cfg()
+        };
+        let sock = TcpStream::connect(addr).await.unwrap();
+        let sent = match connect(sock, &client, &server.public, &ccfg).await {
+            Ok((mut tx, _rx)) => tx
+                .send(&Frame::new(FrameKind::Packet, &[7; 9]))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        let got = h.await.unwrap();
+        assert_eq!(sent && got.is_ok(), ok, "pq client {client_pq}");
+        if ok {
+            assert_eq!(got.unwrap().body[0], 7);
+        }
+    }
+}
+
+#[test]
+fn hybrid_handshake_message_lengths() {
+    // The responder reads fixed-length handshake messages: the constants must match snow.
+    let p: snow::params::NoiseParams = NOISE_PARAMS_PQ.parse().unwrap();
+    let (a, b) = (LinkKeypair::random(), LinkKeypair::random());
+    let mut i = snow::Builder::new(p.clone())
+        .local_private_key(&a.secret)
+        .unwrap()
+        .remote_public_key(&b.public)
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut r = snow::Builder::new(p)
+        .local_private_key(&b.secret)
+        .unwrap()
+        .build_responder()
+        .unwrap();
+    let mut m = vec![0u8; 4096];
+    let mut pl = vec![0u8; 4096];
+    let n1 = i.write_message(&[], &mut m).unwrap();
+    r.read_message(&m[..n1], &mut pl).unwrap();
+    let n2 = r.write_message(&[], &mut m).unwrap();
+    assert_eq!((n1, n2), super::noise::msg_lens(true));
 }

@@ -10,6 +10,11 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
+        if conns.len() >= inner.cfg.max_links {
+            NodeStats::inc(&inner.stats.links_refused);
+            drop(sock);
+            continue;
+        }
         conns.spawn(serve_conn(inner.clone(), sock));
     }
 }
@@ -23,7 +28,9 @@ async fn serve_conn(inner: Arc<Inner>, sock: TcpStream) {
                 .as_ref()
                 .is_some_and(|d| d.node_by_link_key(k).is_some())
     };
-    let (peer, tx, rx) = match accept(sock, &inner.link, authorize, &inner.cfg.link).await {
+    let mut link_cfg = inner.cfg.link.clone();
+    link_cfg.pq = doc.as_ref().is_some_and(|d| d.params.pq_links);
+    let (peer, tx, rx) = match accept(sock, &inner.link, authorize, &link_cfg).await {
         Ok(x) => x,
         Err(e) => {
             debug!("link refused: {e}");
@@ -31,11 +38,16 @@ async fn serve_conn(inner: Arc<Inner>, sock: TcpStream) {
             return;
         }
     };
+    let Some(_slot) = PeerSlot::take(&inner, peer) else {
+        debug!("link refused: the peer already holds {LINKS_PER_PEER} links");
+        NodeStats::inc(&inner.stats.links_refused);
+        return;
+    };
     let is_node = doc
         .as_ref()
         .is_some_and(|d| d.node_by_link_key(&peer).is_some());
     let mailbox = (!is_node).then(|| mailbox_id(&peer));
-    if let Err(e) = read_frames(&inner, rx, tx, mailbox).await {
+    if let Err(e) = read_frames(&inner, rx, tx, peer, mailbox).await {
         debug!("link ended: {e}");
         NodeStats::inc(&inner.stats.link_errors);
     }
@@ -49,6 +61,7 @@ async fn read_frames(
     inner: &Inner,
     mut rx: LinkReceiver,
     mut tx: LinkSender,
+    peer: [u8; 32],
     client_mailbox: Option<[u8; 16]>,
 ) -> Result<(), crate::link::LinkError> {
     loop {
@@ -56,9 +69,7 @@ async fn read_frames(
         match f.kind {
             FrameKind::Packet => {
                 NodeStats::inc(&inner.stats.received);
-                if inner.ingress.try_send(f.body.to_vec()).is_err() {
-                    NodeStats::inc(&inner.stats.dropped_overload);
-                }
+                inner.enqueue_wait(peer, f.body).await;
             }
             FrameKind::Submit => {
                 NodeStats::inc(&inner.stats.received);
@@ -92,15 +103,53 @@ async fn read_frames(
                 let n = items.len();
                 for (id, item) in items {
                     let body = poll::encode_answer(id, &item);
-                    tx.send(&Frame::new(FrameKind::Mailbox, &body)).await?;
+                    tx.feed(&Frame::new(FrameKind::Mailbox, &body)).await?;
                 }
                 for _ in n..batch {
-                    tx.send(&Frame::new(FrameKind::Mailbox, &poll::dummy_answer()))
+                    tx.feed(&Frame::new(FrameKind::Mailbox, &poll::dummy_answer()))
                         .await?;
                 }
+                tx.flush().await?;
                 NodeStats::inc(&inner.stats.polls_answered);
             }
             _ => NodeStats::inc(&inner.stats.dropped_malformed),
+        }
+    }
+}
+
+/// One of a peer's [`LINKS_PER_PEER`] link slots, given back when the link ends.
+struct PeerSlot<'a> {
+    inner: &'a Inner,
+    peer: [u8; 32],
+}
+
+impl<'a> PeerSlot<'a> {
+    fn take(inner: &'a Inner, peer: [u8; 32]) -> Option<Self> {
+        let mut m = inner
+            .links_per_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(peer).or_insert(0);
+        if *n >= LINKS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { inner, peer })
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .inner
+            .links_per_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! answer polls with a constant number of frames. Both emit their own loop cover.
 
 mod cover;
+mod ingress;
 mod keys;
 mod links;
 mod mailbox;
@@ -26,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+pub use ingress::{Ingress, Refused};
 pub use keys::EpochKeys;
 pub use mailbox::{MailboxConfig, Mailboxes, StoreError};
 pub use peers::Peers;
@@ -43,6 +45,14 @@ use crate::util::{exp_sample, now_ms};
 use cover::loop_cover;
 use links::accept_loop;
 use process::{delay_loop, worker};
+
+/// Packets one peer may have waiting for the worker (all its links together).
+const INGRESS_PER_PEER: usize = 1024;
+/// Packets all peers together may have waiting for the worker.
+const INGRESS_TOTAL: usize = 16384;
+/// Incoming links one peer key may hold at once (a node needs one, a gateway one or two
+/// while reconnecting).
+const LINKS_PER_PEER: usize = 4;
 
 /// Configuration of a mix node or provider.
 #[derive(Debug, Clone)]
@@ -78,6 +88,9 @@ pub struct NodeConfig {
     pub replay_capacity: u64,
     /// Longest delay honoured; longer sender-chosen delays are clamped.
     pub max_delay: Duration,
+    /// Most incoming connections served at once (handshaking or established); more are
+    /// closed at once and counted in `links_refused`.
+    pub max_links: usize,
 }
 
 impl NodeConfig {
@@ -113,6 +126,7 @@ impl NodeConfig {
             mailbox: MailboxConfig::default(),
             replay_capacity: 10_000_000,
             max_delay: Duration::from_secs(60),
+            max_links: 10_000,
         }
     }
 }
@@ -137,7 +151,9 @@ struct Inner {
     peers: Peers,
     mailboxes: Option<Arc<Mailboxes>>,
     stats: Arc<NodeStats>,
-    ingress: mpsc::Sender<Vec<u8>>,
+    ingress: Arc<Ingress>,
+    /// Established incoming links per peer static key.
+    links_per_peer: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
     delay_tx: mpsc::Sender<(Instant, NodeId, Packet)>,
 }
 
@@ -145,7 +161,6 @@ struct Inner {
 pub struct Node {
     listener: TcpListener,
     inner: Arc<Inner>,
-    ingress_rx: mpsc::Receiver<Vec<u8>>,
     delay_rx: mpsc::Receiver<(Instant, NodeId, Packet)>,
 }
 
@@ -174,7 +189,7 @@ impl Node {
         let link = link_keypair(&cfg.link_seed);
         let (doc_tx, doc) = watch::channel(None);
         let stats = Arc::new(NodeStats::default());
-        let (ingress, ingress_rx) = mpsc::channel(8192);
+        let ingress = Arc::new(Ingress::new(INGRESS_PER_PEER, INGRESS_TOTAL));
         let (delay_tx, delay_rx) = mpsc::channel(65536);
         let mailboxes = match cfg.role {
             Role::Provider => {
@@ -196,12 +211,12 @@ impl Node {
             mailboxes,
             stats,
             ingress,
+            links_per_peer: Default::default(),
             delay_tx,
         });
         Ok(Node {
             listener,
             inner,
-            ingress_rx,
             delay_rx,
         })
     }
@@ -231,7 +246,6 @@ impl Node {
         let Node {
             listener,
             inner,
-            ingress_rx,
             delay_rx,
         } = self;
         info!(
@@ -245,7 +259,7 @@ impl Node {
         }
         let mut tasks = JoinSet::new();
         tasks.spawn(directory_loop(inner.clone()));
-        tasks.spawn(worker(inner.clone(), ingress_rx));
+        tasks.spawn(worker(inner.clone()));
         tasks.spawn(delay_loop(inner.clone(), delay_rx));
         tasks.spawn(loop_cover(inner.clone()));
         tasks.spawn(accept_loop(inner.clone(), listener));
@@ -312,11 +326,28 @@ impl Inner {
         }
     }
 
+    /// Queues a packet that arrived on a link from the peer with static key `source`.
+    fn enqueue(&self, source: ingress::Source, packet: ingress::Item) {
+        match self.ingress.push(source, packet) {
+            Ok(()) => {}
+            Err(Refused::SourceFull) => NodeStats::inc(&self.stats.dropped_peer_full),
+            Err(Refused::NodeFull) => NodeStats::inc(&self.stats.dropped_overload),
+        }
+    }
+
+    /// Queues a packet read from a link, holding the link's reader while its peer's queue is
+    /// full (back-pressure on that peer alone).
+    async fn enqueue_wait(&self, source: ingress::Source, packet: ingress::Item) {
+        match self.ingress.push_wait(source, packet).await {
+            Ok(()) => {}
+            Err(Refused::SourceFull) => NodeStats::inc(&self.stats.dropped_peer_full),
+            Err(Refused::NodeFull) => NodeStats::inc(&self.stats.dropped_overload),
+        }
+    }
+
     fn send_to(&self, next: NodeId, p: Packet) {
         if next == self.id {
-            if self.ingress.try_send(p.as_bytes().to_vec()).is_err() {
-                NodeStats::inc(&self.stats.dropped_overload);
-            }
+            self.enqueue([0; 32], Box::new(*p.as_bytes()));
         } else {
             self.peers.send(next, p);
         }

@@ -16,6 +16,8 @@ use crate::link::{connect, Frame, FrameKind, LinkConfig, LinkKeypair};
 use crate::packet::{NodeId, Packet};
 
 const QUEUE: usize = 4096;
+/// Most queued packets written to a peer in one go.
+const WRITE_BATCH: usize = 64;
 
 /// Outbound peer links of one node.
 pub struct Peers {
@@ -91,7 +93,11 @@ async fn peer_task(
         let link = match node {
             None => None,
             Some(n) => match TcpStream::connect(&n.address).await {
-                Ok(s) => connect(s, &local, &n.link_key, &cfg).await.ok(),
+                Ok(s) => {
+                    let mut cfg = cfg.clone();
+                    cfg.pq = doc.borrow().as_ref().is_some_and(|d| d.params.pq_links);
+                    connect(s, &local, &n.link_key, &cfg).await.ok()
+                }
                 Err(_) => None,
             },
         };
@@ -117,11 +123,20 @@ async fn peer_task(
         backoff = Duration::from_millis(20);
         loop {
             let Some(p) = rx.recv().await else { return };
-            if tx
-                .send(&Frame::new(FrameKind::Packet, p.as_bytes()))
-                .await
-                .is_err()
-            {
+            // Whatever else is already queued goes out in the same write.
+            let mut r = tx.feed(&Frame::new(FrameKind::Packet, p.as_bytes())).await;
+            for _ in 1..WRITE_BATCH {
+                let Ok(p) = rx.try_recv() else { break };
+                if r.is_err() {
+                    NodeStats::inc(&stats.dropped_overload);
+                    continue;
+                }
+                r = tx.feed(&Frame::new(FrameKind::Packet, p.as_bytes())).await;
+            }
+            if r.is_ok() {
+                r = tx.flush().await;
+            }
+            if r.is_err() {
                 NodeStats::inc(&stats.link_errors);
                 NodeStats::inc(&stats.dropped_overload);
                 break;

@@ -2,10 +2,17 @@
 
 use super::*;
 
-pub(super) async fn worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = rx.recv().await {
-        handle_packet(&inner, &bytes).await;
-        // Unwrapping is CPU work: let other tasks (links, timers) run between packets.
+/// Packets the worker takes from the ingress queues at once (one per peer in turn).
+const BATCH: usize = 16;
+
+pub(super) async fn worker(inner: Arc<Inner>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        inner.ingress.pop_batch(BATCH, &mut batch).await;
+        for bytes in batch.drain(..) {
+            handle_packet(&inner, &bytes[..]).await;
+        }
+        // Unwrapping is CPU work: let other tasks (links, timers) run between batches.
         tokio::task::yield_now().await;
     }
 }

@@ -29,6 +29,9 @@ crate::counters!(
         dropped_unknown_hop,
         /// Dropped: a queue was full or a peer unreachable.
         dropped_overload,
+        /// Dropped: the sending peer's own ingress queue was full (it sends faster than its
+        /// share of the node; other peers are unaffected).
+        dropped_peer_full,
         /// Dropped: mailbox quota exceeded (no acknowledgement sent).
         dropped_quota,
         /// Stored packets that expired before being polled.

@@ -10,6 +10,8 @@ use transport::link::LinkConfig;
 #[allow(unused_imports)]
 pub use transport::local::{LocalMixnet as TestNet, LocalMixnetConfig, LocalNode as RunningNode};
 
+pub mod fake_nodes;
+
 pub fn link_cfg() -> LinkConfig {
     LinkConfig {
         handshake_timeout: Duration::from_secs(3),
@@ -17,6 +19,8 @@ pub fn link_cfg() -> LinkConfig {
         idle_timeout: Duration::from_secs(30),
         rekey_frames: 500,
         rekey_interval: Duration::from_secs(60),
+        faults: None,
+        pq: false,
     }
 }
 
@@ -25,7 +29,13 @@ pub fn seed(tag: &str, i: usize) -> [u8; 32] {
 }
 
 pub async fn start_net(params: TrafficParams, per_layer: usize, providers: usize) -> TestNet {
-    TestNet::start(LocalMixnetConfig {
+    TestNet::start(net_cfg(params, per_layer, providers))
+        .await
+        .unwrap()
+}
+
+pub fn net_cfg(params: TrafficParams, per_layer: usize, providers: usize) -> LocalMixnetConfig {
+    LocalMixnetConfig {
         params,
         per_layer,
         providers,
@@ -33,9 +43,8 @@ pub async fn start_net(params: TrafficParams, per_layer: usize, providers: usize
         link: link_cfg(),
         refresh: Duration::from_millis(300),
         epoch_ms: 3_600_000,
-    })
-    .await
-    .unwrap()
+        mailbox: Default::default(),
+    }
 }
 
 pub fn client_cfg(

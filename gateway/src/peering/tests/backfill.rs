@@ -163,3 +163,97 @@ async fn history_visibility_decides_what_a_late_joiner_reads() {
         "shared history and what came after the invite, nothing from the joined era or before the invite"
     );
 }
+
+#[tokio::test]
+async fn a_page_does_not_wait_for_a_peer_that_is_gone() {
+    let net = Net::new(2);
+    let (_alice, at) = net.user(0, "alice").await;
+    let (bob, bt) = net.user(1, "bob").await;
+    let room = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
+    send_all(&net, 0, &at, &room, &texts("old", 20)).await;
+    bob_joins(&net, &bob, &bt, &room).await;
+    // A goes away: B's client still gets its page (its own events, no history, no end).
+    net.hub.set_online(net.name(0), false);
+    let (status, page) = net
+        .call(
+            1,
+            Method::GET,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+                enc(room.as_str())
+            ),
+            &bt,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page["chunk"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|e| e["type"] != "m.room.message")),
+        "{page}"
+    );
+    // Back online, the same request reads the history.
+    net.hub.set_online(net.name(0), true);
+    let (seen, _) = page_back(&net, 1, &bt, &room, 50).await;
+    assert_eq!(seen, texts("old", 20));
+}
+
+#[tokio::test]
+async fn garbage_history_answers_are_refused_and_counted() {
+    use crate::peering::{backfill::accept, catchup::PeeringOptions, Peer};
+    let net = Net::new(2);
+    let (alice, at) = net.user(0, "alice").await;
+    let (bob, bt) = net.user(1, "bob").await;
+    let room = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
+    let other = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
+    net.send(0, &at, &other, "elsewhere").await;
+    bob_joins(&net, &bob, &bt, &room).await;
+    let a = &net.nodes[0].gw.rooms;
+    let (_, stray) = a
+        .get_pdu(&a.heads(&other).expect("heads")[0])
+        .expect("read")
+        .expect("event");
+    let peer = Peer {
+        gw: net.nodes[1].gw.clone(),
+        net: net
+            .hub
+            .attach(&ServerName::parse("probe.example").expect("name"))
+            .0,
+        stats: Arc::new(PeeringStats::default()),
+        options: PeeringOptions::default(),
+    };
+    let from = net.name(0).to_owned();
+    let pdus = vec![stray.json.clone()];
+    // Reader lists that do not line up with the events.
+    assert!(accept(&peer, &from, &room, pdus.clone(), vec![], vec![], vec![]).is_none());
+    // Readers that are not this gateway's users.
+    assert!(accept(
+        &peer,
+        &from,
+        &room,
+        pdus.clone(),
+        vec![],
+        vec![alice.clone()],
+        vec![vec![0]]
+    )
+    .is_none());
+    // An event of another room: dropped and counted, nothing accepted.
+    let (_, events) = accept(
+        &peer,
+        &from,
+        &room,
+        pdus,
+        vec![],
+        vec![bob.clone()],
+        vec![vec![0]],
+    )
+    .expect("ok");
+    assert!(events.is_empty());
+    assert_eq!(
+        peer.stats.drops().values().sum::<u64>(),
+        1,
+        "{:?}",
+        peer.stats.drops()
+    );
+}

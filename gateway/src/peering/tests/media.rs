@@ -118,3 +118,48 @@ async fn an_image_from_another_gateway_downloads_and_thumbnails() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_one_mebibyte_file_crosses_in_chunks() {
+    let net = Net::new(2);
+    let (alice, at) = net.user(0, "alice").await;
+    let (bob, bt) = net.user(1, "bob").await;
+    let room = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
+    net.ok(
+        1,
+        Method::POST,
+        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
+        &bt,
+        Some(json!({})),
+    )
+    .await;
+    until("bob joined on A", || {
+        net.membership(0, &room, &bob).as_deref() == Some("join")
+    })
+    .await;
+    let file: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let id = net.nodes[0]
+        .gw
+        .media
+        .create(
+            &alice,
+            Upload {
+                content_type: None,
+                filename: None,
+                data: Bytes::from(file.clone()),
+            },
+        )
+        .await
+        .expect("upload");
+    let (status, _, bytes) = get(
+        &net,
+        1,
+        &format!("/_matrix/client/v1/media/download/{}/{id}", net.name(0)),
+        &bt,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(bytes == file, "{} of {}", bytes.len(), file.len());
+}

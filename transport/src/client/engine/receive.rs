@@ -32,10 +32,17 @@ impl Engine {
         let Some(m) = st.messages.remove(id) else {
             return;
         };
+        let reachable = m.status.contains(&Status::Acked);
         match (m.parent, ok) {
             // Stored at the recipient's provider: now wait for the recipient's confirmation.
             (Some(parent), true) => self.on_stored(st, *id, parent, m.frags.len()),
-            // The recipient's provider could not store it within the retry budget.
+            // Some fragments ran out of retries, but the recipient's provider acknowledged
+            // others: on a lossy network the missing acknowledgements were most likely lost on
+            // their way back, not the fragments. Wait for the confirmation as if stored; if it
+            // does not come, the next transmission (fresh paths, fresh retries) repairs it,
+            // within `max_sends`.
+            (Some(parent), false) if reachable => self.on_stored(st, *id, parent, m.frags.len()),
+            // The recipient's provider acknowledged nothing within the retry budget.
             (Some(parent), false) => self.resolve(st, parent, Outcome::Failed),
             // Requests: the response (or its absence) is what the caller sees.
             (None, _) => {}

@@ -200,7 +200,11 @@ pub(super) async fn link_task(e: Arc<Engine>, mut out: mpsc::Receiver<Frame>) {
         let key = doc.node(&e.address.provider).map(|n| n.link_key);
         let link = match (addr, key) {
             (Some(a), Some(k)) => match TcpStream::connect(&a).await {
-                Ok(s) => connect(s, &e.link, &k, &e.cfg.link).await.ok(),
+                Ok(s) => {
+                    let mut cfg = e.cfg.link.clone();
+                    cfg.pq = doc.params.pq_links;
+                    connect(s, &e.link, &k, &cfg).await.ok()
+                }
                 Err(_) => None,
             },
             _ => None,

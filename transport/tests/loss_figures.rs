@@ -1,0 +1,201 @@
+//! Delivery under packet loss (ignored by default; prints figures):
+//!
+//! `cargo test --release -p transport --test loss_figures -- --ignored --nocapture`
+//!
+//! For each loss rate (0, 1%, 5%, 10% of the data frames every link direction carries, on
+//! node-to-node links and on the gateway–provider links alike), two sender→receiver pairs
+//! each send a paced mix of 1 000 B, 10 000 B and 64 KiB messages. Printed per size: the
+//! fraction received, the fraction `Delivered` (confirmed) within the capped retries, latency
+//! from `send` to the receiver's `recv`, and the sender's real packets per data fragment (the
+//! bandwidth the repair costs, in Poisson send slots that would otherwise carry cover).
+//! Set `MIXGATE_LOSS_SCALE` (default 1) to multiply the message counts and
+//! `MIXGATE_LOSS_RATES` (comma-separated fractions) to choose the loss rates.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::time::timeout;
+use transport::client::{MemoryOutbox, Outcome};
+use transport::directory::TrafficParams;
+use transport::link::{FaultSpec, LinkFaults};
+
+const SIZES: [usize; 3] = [1_000, 10_000, 65_536];
+/// Messages of each size per pair, and pairs.
+const COUNTS: [usize; 3] = [60, 20, 10];
+const PAIRS: usize = 2;
+/// Messages per second each sender starts (paced well under its send rate).
+const PACE: f64 = 2.0;
+
+fn params() -> TrafficParams {
+    TrafficParams {
+        lambda_per_s: 50.0,
+        loop_per_s: 2.0,
+        mix_loop_per_s: 1.0,
+        mu_ms: 2.0,
+        poll_per_s: 20.0,
+        poll_batch: 16,
+        ..TrafficParams::default()
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Data fragments (with the 458-byte confirmation header) of a message.
+fn data_frags(len: usize) -> usize {
+    (len + 458).div_ceil(1550)
+}
+
+struct Run {
+    loss: f64,
+    /// Per size: (sent, received, delivered, latencies ms).
+    per_size: Vec<(usize, usize, usize, Vec<f64>)>,
+    real_packets: u64,
+    data_fragments: u64,
+    retransmits: u64,
+    resends: u64,
+}
+
+async fn run(loss: f64, scale: usize) -> Run {
+    let faults = Arc::new(LinkFaults::new(
+        FaultSpec::loss(loss),
+        FaultSpec::default(),
+        0x5eed,
+    ));
+    let mut cfg = net_cfg(params(), 2, 2);
+    cfg.seed = seed("loss figures", (loss * 1000.0) as usize);
+    cfg.link.faults = Some(faults.clone());
+    let net = TestNet::start(cfg).await.unwrap();
+    // The real retry policy: default retries, slack and transmissions.
+    let mut senders = vec![];
+    let mut receivers = vec![];
+    for i in 0..PAIRS {
+        let mut c = client_cfg(&net, 2 * i, 0, Arc::new(MemoryOutbox::default()));
+        let d = transport::client::ClientConfig::new(net.directory, vec![], [0; 32], [0; 32]);
+        c.ack_slack = d.ack_slack;
+        c.max_retries = d.max_retries;
+        c.max_sends = d.max_sends;
+        senders.push(Arc::new(transport::client::Client::start(c).await.unwrap()));
+        receivers.push(client(&net, 2 * i + 1, 1, Arc::new(MemoryOutbox::default())).await);
+    }
+    let received: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
+    let mut addrs = vec![];
+    let mut rx_tasks = vec![];
+    for mut r in receivers {
+        addrs.push(r.address());
+        let received = received.clone();
+        rx_tasks.push(tokio::spawn(async move {
+            while let Some(m) = r.recv().await {
+                let tag = u32::from_be_bytes(m.bytes[..4].try_into().unwrap());
+                received.lock().unwrap().insert(tag, Instant::now());
+            }
+        }));
+    }
+    // Each sender: the sizes interleaved, one message every 1/PACE s.
+    let mut send_tasks = vec![];
+    for (p, (s, to)) in senders.iter().zip(addrs).enumerate() {
+        let mut kinds = vec![];
+        for (k, &n) in COUNTS.iter().enumerate() {
+            kinds.extend(std::iter::repeat_n(k, n * scale));
+        }
+        let len = kinds.len();
+        let mixed: Vec<usize> = (0..len).map(|i| kinds[(i * 7) % len]).collect();
+        let s = s.clone();
+        send_tasks.push(tokio::spawn(async move {
+            let mut out = vec![];
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / PACE));
+            for (j, k) in mixed.into_iter().enumerate() {
+                tick.tick().await;
+                let tag = (p * 1_000_000 + j) as u32;
+                let mut body = vec![0u8; SIZES[k]];
+                body[..4].copy_from_slice(&tag.to_be_bytes());
+                let t0 = Instant::now();
+                let h = s.send(&to, body).await.unwrap();
+                out.push((tag, k, t0, tokio::spawn(h.outcome())));
+            }
+            out
+        }));
+    }
+    let mut sent = vec![];
+    for t in send_tasks {
+        sent.extend(t.await.unwrap());
+    }
+    let mut per_size: Vec<(usize, usize, usize, Vec<f64>)> =
+        SIZES.iter().map(|_| (0, 0, 0, vec![])).collect();
+    let mut data_fragments = 0u64;
+    for (tag, k, t0, outcome) in sent {
+        // Each outcome resolves within the capped retries; the bound only guards hangs.
+        let o = timeout(Duration::from_secs(1200), outcome).await;
+        let e = &mut per_size[k];
+        e.0 += 1;
+        data_fragments += data_frags(SIZES[k]) as u64;
+        if matches!(o, Ok(Ok(Outcome::Delivered))) {
+            e.2 += 1;
+        }
+        if let Some(t) = received.lock().unwrap().get(&tag) {
+            e.1 += 1;
+            e.3.push(t.duration_since(t0).as_secs_f64() * 1000.0);
+        }
+    }
+    let stat = |name| senders.iter().map(|s| s.stats().get(name)).sum::<u64>();
+    let r = Run {
+        loss,
+        per_size,
+        real_packets: stat("sent_real"),
+        data_fragments,
+        retransmits: stat("retransmits"),
+        resends: stat("resends"),
+    };
+    for t in rx_tasks {
+        t.abort();
+    }
+    drop(faults);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn delivery_under_loss() {
+    let scale: usize = std::env::var("MIXGATE_LOSS_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let p = params();
+    println!(
+        "λ = {}/s, μ = {} ms, polls {}/s × {}; {PAIRS} pairs; pace {PACE} msg/s per sender",
+        p.lambda_per_s, p.mu_ms, p.poll_per_s, p.poll_batch
+    );
+    println!("| loss | size | sent | received | delivered | p50 / p90 / p99 / max ms | real packets per data fragment | retransmits | resends |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let rates: Vec<f64> = std::env::var("MIXGATE_LOSS_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![0.0, 0.01, 0.05, 0.10]);
+    for loss in rates {
+        let mut r = run(loss, scale).await;
+        let overhead = r.real_packets as f64 / r.data_fragments.max(1) as f64;
+        for (k, (sent, recv, deliv, lat)) in r.per_size.iter_mut().enumerate() {
+            let (a, b, c, d) = (pct(lat, 0.5), pct(lat, 0.9), pct(lat, 0.99), pct(lat, 1.0));
+            println!(
+                "| {:.0}% | {} B | {sent} | {:.2}% | {:.2}% | {a:.0} / {b:.0} / {c:.0} / {d:.0} | {} | {} | {} |",
+                r.loss * 100.0,
+                SIZES[k],
+                100.0 * *recv as f64 / *sent as f64,
+                100.0 * *deliv as f64 / *sent as f64,
+                if k == 0 { format!("{overhead:.2}") } else { String::new() },
+                if k == 0 { r.retransmits.to_string() } else { String::new() },
+                if k == 0 { r.resends.to_string() } else { String::new() },
+            );
+        }
+    }
+}
