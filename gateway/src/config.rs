@@ -62,6 +62,12 @@ pub struct GatewayConfig {
     pub max_connections_per_ip: usize,
     /// The mixnet this gateway joins (`[network]`); without it the gateway runs alone.
     pub network: Option<NetworkConfig>,
+    /// Whether served events carry bundled aggregations (`unsigned.m.relations`: edits,
+    /// threads, references). On by default; `false` exists to measure their cost, and makes
+    /// Element show the original text of edited messages after a reload.
+    pub bundled_aggregations: bool,
+    /// Application-service registration files (YAML), added to by `--appservice FILE`.
+    pub appservices: Vec<PathBuf>,
 }
 
 /// The mixnet a gateway joins: the `[network]` table of `gateway.toml`, or a whole file of
@@ -188,6 +194,8 @@ impl Default for GatewayConfig {
             header_read_timeout_secs: 30,
             max_connections_per_ip: 64,
             network: None,
+            bundled_aggregations: true,
+            appservices: Vec::new(),
         }
     }
 }

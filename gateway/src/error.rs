@@ -53,6 +53,8 @@ impl ApiError {
         unknown_token, UNAUTHORIZED, "M_UNKNOWN_TOKEN");
     constructor!(/// 403 M_FORBIDDEN.
         forbidden, FORBIDDEN, "M_FORBIDDEN");
+    constructor!(/// 400 M_EXCLUSIVE: an application service holds this id exclusively.
+        exclusive, BAD_REQUEST, "M_EXCLUSIVE");
     constructor!(/// 404 M_NOT_FOUND.
         not_found, NOT_FOUND, "M_NOT_FOUND");
     constructor!(/// 404 M_UNRECOGNIZED: unknown endpoint.

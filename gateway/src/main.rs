@@ -82,6 +82,10 @@ enum Command {
         /// Without a network the gateway runs alone.
         #[arg(long)]
         network: Option<PathBuf>,
+        /// An application-service registration file (YAML); repeatable. Added to
+        /// `appservices = [...]` of the config file.
+        #[arg(long = "appservice", value_name = "FILE")]
+        appservices: Vec<PathBuf>,
     },
     /// Run a mix node of the mixnet (`config/mixnode.toml`).
     Mixnode {
@@ -180,8 +184,13 @@ async fn admin(args: &GatewayArgs, task: AdminTask) -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Gateway { args, network } => {
+        Command::Gateway {
+            args,
+            network,
+            appservices,
+        } => {
             let mut config = args.load()?;
+            config.appservices.extend(appservices);
             if let Some(file) = network {
                 config.network = Some(NetworkConfig::from_file(&file)?);
             }

@@ -54,7 +54,7 @@ pub async fn start_peered(
     let listener = bind(&config).await?;
     let (remote, commands) = peering::channel();
     let gateway = Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
-    serve(listener, gateway, link.map(|l| (l, commands)))
+    serve(listener, gateway, link.map(|l| (l, commands))).await
 }
 
 /// Opens the gateway and starts serving in the background; if its config names a network
@@ -89,7 +89,7 @@ pub async fn start_joined(config: GatewayConfig) -> anyhow::Result<Running> {
             None
         }
     };
-    serve(listener, gateway, link.map(|l| (l, commands)))
+    serve(listener, gateway, link.map(|l| (l, commands))).await
 }
 
 async fn bind(config: &GatewayConfig) -> anyhow::Result<tokio::net::TcpListener> {
@@ -98,7 +98,7 @@ async fn bind(config: &GatewayConfig) -> anyhow::Result<tokio::net::TcpListener>
         .with_context(|| format!("cannot listen on {}", config.listen))
 }
 
-fn serve(
+async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     link: Option<(PeerLink, peering::Commands)>,
@@ -107,6 +107,13 @@ fn serve(
     if let Some((link, commands)) = link {
         peering::spawn(gateway.clone(), link.net, link.inbox, commands);
     }
+    gateway
+        .appservices
+        .ensure_senders(&gateway)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating application-service users: {e}"))?;
+    crate::service::pusher::spawn(gateway.clone(), Default::default());
+    crate::service::appservice::txn::spawn_all(&gateway, Default::default());
     let app = crate::api::router(gateway.clone());
     let limits = crate::http_limits::HttpLimits::from_config(&gateway.config);
     let task = tokio::spawn(crate::http_limits::serve(listener, app, limits));

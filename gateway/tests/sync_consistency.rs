@@ -52,6 +52,7 @@ async fn concurrent_sends_are_synced_exactly_once() {
     let caller = Caller {
         user_id: bob.clone(),
         device_id: "BOBDEVICE".into(),
+        appservice: None,
     };
     let first = sync::sync(&gw, &caller, sync::SyncRequest::default())
         .await

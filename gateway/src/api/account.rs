@@ -81,6 +81,15 @@ async fn register(
         ),
     };
     let user_id = Users::validate_localpart(&localpart, gw.server_name())?;
+    if body.login_type == Some(ruma::api::client::account::register::LoginType::ApplicationService)
+    {
+        return register_for_appservice(&gw, &req, user_id).await;
+    }
+    if gw.appservices.exclusive_owner(&user_id, None).is_some() {
+        return Err(ApiError::exclusive(
+            "This user id is reserved by an application service",
+        ));
+    }
     if gw.users.exists(&user_id)? {
         return Err(ApiError::user_in_use("User ID already taken"));
     }
@@ -109,12 +118,67 @@ async fn register(
     Ok(RumaResponse(res))
 }
 
+/// `m.login.application_service` registration: a service creates a user of its namespace
+/// (no password, no user-interactive auth) with its `as_token`.
+async fn register_for_appservice(
+    gw: &Gateway,
+    req: &Ruma<register::Request>,
+    user_id: ruma::OwnedUserId,
+) -> RumaResult<register::Response> {
+    let caller = req
+        .caller
+        .as_ref()
+        .ok_or_else(|| ApiError::missing_token("m.login.application_service needs the as_token"))?;
+    let service = caller
+        .appservice
+        .as_deref()
+        .and_then(|id| gw.appservices.by_id(id))
+        .ok_or_else(|| {
+            ApiError::forbidden("Only an application service may use this login type")
+        })?;
+    if !service.owns_user(&user_id)
+        || gw
+            .appservices
+            .exclusive_owner(&user_id, Some(service.id()))
+            .is_some()
+    {
+        return Err(ApiError::exclusive(
+            "This user id is not in the application service's namespace",
+        ));
+    }
+    if gw.users.exists(&user_id)? {
+        return Err(ApiError::user_in_use("User ID already taken"));
+    }
+    gw.users.create(&user_id, None).await?;
+    let mut res = register::Response::new(user_id.clone());
+    if !req.body.inhibit_login {
+        let (device_id, access_token) = gw
+            .users
+            .create_device(
+                &user_id,
+                req.body.device_id.clone(),
+                req.body.initial_device_display_name.clone(),
+                None,
+            )
+            .await?;
+        res.device_id = Some(device_id);
+        res.access_token = Some(access_token);
+    }
+    tracing::info!(user = %user_id, appservice = service.id(), "registered by an application service");
+    Ok(RumaResponse(res))
+}
+
 async fn username_available(
     State(gw): State<Arc<Gateway>>,
     req: Ruma<availability::Request>,
 ) -> RumaResult<availability::Response> {
     gw.auth_limiter.check(req.ip)?;
     let user_id = Users::validate_localpart(&req.body.username.to_lowercase(), gw.server_name())?;
+    if gw.appservices.exclusive_owner(&user_id, None).is_some() {
+        return Err(ApiError::exclusive(
+            "This user id is reserved by an application service",
+        ));
+    }
     if gw.users.exists(&user_id)? {
         return Err(ApiError::user_in_use("User ID already taken"));
     }
@@ -160,6 +224,9 @@ async fn login(
     req: Ruma<login::Request>,
 ) -> RumaResult<login::Response> {
     gw.auth_limiter.check(req.ip)?;
+    if let login::LoginInfo::ApplicationService(info) = &req.body.login_info {
+        return login_for_appservice(&gw, &req, info).await;
+    }
     let login::LoginInfo::Password(info) = &req.body.login_info else {
         return Err(ApiError::new(
             http::StatusCode::BAD_REQUEST,
@@ -185,6 +252,52 @@ async fn login(
             req.body.device_id.clone(),
             req.body.initial_device_display_name.clone(),
             req.ip.map(|i| i.to_string()),
+        )
+        .await?;
+    Ok(RumaResponse(login::Response::new(
+        user_id,
+        access_token,
+        device_id,
+    )))
+}
+
+/// `m.login.application_service`: a service logs one of its users in (a new device) with its
+/// `as_token`.
+async fn login_for_appservice(
+    gw: &Gateway,
+    req: &Ruma<login::Request>,
+    info: &login::ApplicationService,
+) -> RumaResult<login::Response> {
+    let caller = req
+        .caller
+        .as_ref()
+        .ok_or_else(|| ApiError::missing_token("m.login.application_service needs the as_token"))?;
+    let service = caller
+        .appservice
+        .as_deref()
+        .and_then(|id| gw.appservices.by_id(id))
+        .ok_or_else(|| {
+            ApiError::forbidden("Only an application service may use this login type")
+        })?;
+    #[allow(deprecated)] // the legacy `user` field is still sent by old clients
+    let name = match (&info.identifier, &info.user) {
+        (Some(UserIdentifier::Matrix(m)), _) => m.user.clone(),
+        (None, Some(user)) => user.clone(),
+        _ => return Err(ApiError::forbidden("Unsupported identifier type")),
+    };
+    let user_id = login_user(gw, &name)?;
+    if !service.owns_user(&user_id) {
+        return Err(ApiError::forbidden(
+            "This user is not in the application service's namespace",
+        ));
+    }
+    let (device_id, access_token) = gw
+        .users
+        .create_device(
+            &user_id,
+            req.body.device_id.clone(),
+            req.body.initial_device_display_name.clone(),
+            None,
         )
         .await?;
     Ok(RumaResponse(login::Response::new(

@@ -72,8 +72,19 @@ pub fn authenticate(
             Some(rec) => Ok(Some(Caller {
                 user_id: rec.user_id,
                 device_id: rec.device_id,
+                appservice: None,
             })),
-            None => Err(ApiError::unknown_token("Unknown access token")),
+            None => {
+                let user_id = parts.uri.query().and_then(|q| {
+                    url::form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == "user_id")
+                        .map(|(_, v)| v.into_owned())
+                });
+                gw.appservices
+                    .caller(gw, &token, user_id.as_deref())?
+                    .map(Some)
+                    .ok_or_else(|| ApiError::unknown_token("Unknown access token"))
+            }
         },
         None if required => Err(ApiError::missing_token("Missing access token")),
         None => Ok(None),

@@ -32,6 +32,7 @@ use crate::{
     service::{
         filter::EventFilter,
         history,
+        relations::{client_event, Viewer},
         rooms::{markers::set_marker, send::send_event, Pdu, StoredPdu},
         Gateway,
     },
@@ -231,14 +232,15 @@ async fn get_messages(
     let backwards = b.dir == Direction::Backward;
     let from = parse_page_token(b.from.as_deref())?;
     let to = parse_token(b.to.as_deref())?;
-    let viewer = Some((&*caller.user_id, caller.device_id.as_str()));
+    let viewer = Viewer::new(&caller.user_id, caller.device_id.as_str());
     let mut chunk = Vec::new();
     let mut pdus: Vec<Pdu> = Vec::new();
-    let mut push = |pdu: Pdu, stored: &StoredPdu, chunk: &mut Vec<Value>| {
+    let mut push = |pdu: Pdu, stored: &StoredPdu, chunk: &mut Vec<Value>| -> ApiResult<()> {
         if filter.allows(pdu.kind.to_string().as_str(), Some(pdu.sender.as_str())) {
-            chunk.push(pdu.to_client_event(stored, viewer));
+            chunk.push(client_event(&gw, viewer, &pdu, stored)?);
             pdus.push(pdu);
         }
+        Ok(())
     };
     // Forwards from fetched history: its newer part first, then the timeline from its start.
     let mut timeline_from = match from {
@@ -250,7 +252,7 @@ async fn get_messages(
             let page = history::newer(&gw, room, &caller.user_id, seq, limit)?;
             let cursor = page.next;
             for (pdu, stored) in page.events {
-                push(pdu, &stored, &mut chunk);
+                push(pdu, &stored, &mut chunk)?;
             }
             if page.at_end && chunk.len() < limit {
                 Some(0)
@@ -287,7 +289,7 @@ async fn get_messages(
                 let Some((pdu, stored)) = gw.rooms.get_pdu(&event_id)? else {
                     continue;
                 };
-                push(pdu, &stored, &mut chunk);
+                push(pdu, &stored, &mut chunk)?;
                 if chunk.len() == limit {
                     break 'scan;
                 }
@@ -307,7 +309,7 @@ async fn get_messages(
         };
         let page = history::older(&gw, room, &caller.user_id, after, limit - chunk.len()).await?;
         for (pdu, stored) in page.events {
-            push(pdu, &stored, &mut chunk);
+            push(pdu, &stored, &mut chunk)?;
         }
         if !page.at_end {
             end = Some(format!("b{}", page.next));
@@ -349,7 +351,7 @@ async fn get_context(
     if !gw.rooms.can_see(room, &caller.user_id, stored.pos)? {
         return Err(ApiError::not_found("Unknown event"));
     }
-    let viewer = Some((&*caller.user_id, caller.device_id.as_str()));
+    let viewer = Viewer::new(&caller.user_id, caller.device_id.as_str());
     let limit = (u64::from(b.limit) as usize).min(100);
     let half = limit.div_ceil(2);
     let collect =
@@ -363,7 +365,7 @@ async fn get_context(
                     continue;
                 }
                 if let Some((p, s)) = gw.rooms.get_pdu(&id)? {
-                    out.push(p.to_client_event(&s, viewer));
+                    out.push(client_event(&gw, viewer, &p, &s)?);
                     pdus.push(p);
                 }
             }
@@ -377,7 +379,7 @@ async fn get_context(
     all.extend(after_pdus);
     let state = lazy_members(&gw, room, &all)?;
     Ok(Json(json!({
-        "event": pdu.to_client_event(&stored, viewer),
+        "event": client_event(&gw, viewer, &pdu, &stored)?,
         "events_before": before,
         "events_after": after,
         "start": first.map(|p| p - 1).unwrap_or(stored.pos - 1).to_string(),
@@ -400,10 +402,12 @@ async fn get_room_event(
     if !gw.rooms.can_see(&b.room_id, &caller.user_id, stored.pos)? {
         return Err(ApiError::not_found("Unknown event"));
     }
-    Ok(Json(pdu.to_client_event(
+    Ok(Json(client_event(
+        &gw,
+        Viewer::new(&caller.user_id, caller.device_id.as_str()),
+        &pdu,
         &stored,
-        Some((&caller.user_id, caller.device_id.as_str())),
-    )))
+    )?))
 }
 
 async fn set_typing(

@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod appservice;
 mod backup;
 mod devices;
 #[cfg(test)]
@@ -19,7 +20,9 @@ mod misc;
 mod presence;
 mod profile;
 mod push;
+mod relations;
 mod rooms;
+mod search;
 mod sliding_sync;
 mod sync;
 #[cfg(test)]
@@ -101,6 +104,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = account_data::routes(r);
     r = filter::routes(r);
     r = push::routes(r);
+    r = relations::routes(r);
+    r = search::routes(r);
+    r = appservice::routes(r);
     r = presence::routes(r);
     r = misc::routes(r);
     r.fallback(unrecognized)

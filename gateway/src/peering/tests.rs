@@ -25,6 +25,7 @@ mod backfill;
 mod catchup;
 mod corpus;
 mod media;
+mod relations;
 mod restricted;
 
 struct Node {

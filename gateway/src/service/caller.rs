@@ -7,6 +7,8 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 pub struct Caller {
     /// The user.
     pub user_id: OwnedUserId,
-    /// The device the token belongs to.
+    /// The device the token belongs to (a placeholder for an application service).
     pub device_id: OwnedDeviceId,
+    /// The application service whose `as_token` made the request, if one did.
+    pub appservice: Option<String>,
 }

@@ -209,6 +209,33 @@ impl Ephemeral {
         Ok(best)
     }
 
+    /// The user's own latest `m.read` (or private) receipt in a room for one thread: `main`
+    /// for the main timeline, a thread root's event id for a thread.
+    pub fn own_thread_receipt(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        thread: &str,
+    ) -> ApiResult<Option<Receipt>> {
+        let mut best: Option<Receipt> = None;
+        for kind in ["m.read", "m.read.private"] {
+            if let Some(r) = self.receipts.get(
+                &self.db,
+                &key(&[
+                    room.as_bytes(),
+                    kind.as_bytes(),
+                    user.as_bytes(),
+                    thread.as_bytes(),
+                ]),
+            )? {
+                if best.as_ref().is_none_or(|b| b.pos < r.pos) {
+                    best = Some(r);
+                }
+            }
+        }
+        Ok(best)
+    }
+
     /// The `m.receipt` event with receipts of `room` changed after `since`, as `viewer` may
     /// see them (private receipts only their own).
     pub fn receipt_event(

@@ -52,6 +52,8 @@ pub struct EventFilter {
     pub limit: Option<usize>,
     /// Whether only the members of senders in the returned events are sent (lazy loading).
     pub lazy_load_members: bool,
+    /// Whether unread counts are split by thread (`unread_thread_notifications`).
+    pub unread_thread_notifications: bool,
 }
 
 impl EventFilter {
@@ -70,6 +72,10 @@ impl EventFilter {
             limit: f.get("limit").and_then(Value::as_u64).map(|l| l as usize),
             lazy_load_members: f
                 .get("lazy_load_members")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            unread_thread_notifications: f
+                .get("unread_thread_notifications")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         }

@@ -4,10 +4,14 @@
 //! is global: tests run several gateways in one process.
 
 pub mod account_data;
+pub mod appservice;
 pub mod backup;
 pub mod caller;
+pub mod clock;
+pub mod derived;
 pub mod edus;
 pub mod ephemeral;
+pub mod feed;
 pub mod filter;
 pub mod history;
 pub mod keys;
@@ -16,9 +20,12 @@ pub mod media;
 pub mod presence;
 pub mod push_eval;
 pub mod push_target;
+pub mod pusher;
 pub mod ratelimit;
+pub mod relations;
 pub mod remote_media;
 pub mod rooms;
+pub mod search;
 pub mod sliding_sync;
 pub mod stream;
 pub mod sync;
@@ -71,6 +78,10 @@ pub struct Gateway {
     pub presence: presence::Presence,
     /// EDUs waiting for peering to send them.
     pub edus: edus::EduQueue,
+    /// The relation index (edits, threads, references, reactions).
+    pub relations: relations::Relations,
+    /// Registered application services.
+    pub appservices: appservice::AppServices,
     /// Other gateways, reached through peering (or [`rooms::remote::NoRemote`] alone).
     pub remote: Arc<dyn rooms::remote::Remote>,
 }
@@ -90,6 +101,17 @@ pub enum OpenError {
         dir: String,
         /// Why.
         source: storage::Error,
+    },
+    /// An application-service registration is not usable.
+    #[error(transparent)]
+    AppService(#[from] crate::config::ConfigError),
+    /// A derived index (relations, search) could not be built from the stored rooms.
+    #[error("database in {dir}: building an index failed: {message}")]
+    Index {
+        /// The data folder.
+        dir: String,
+        /// Why.
+        message: String,
     },
 }
 
@@ -123,10 +145,20 @@ impl Gateway {
             )
         };
         let identity = Arc::new(identity);
+        let appservices =
+            appservice::AppServices::load(&config.appservices, identity.server_name())?;
         let stream = Arc::new(Stream::open(db.clone()).map_err(storage_err)?);
+        let rooms = rooms::Rooms::new(db.clone(), identity.clone(), stream.clone());
+        derived::rebuild_if_needed(&db, &rooms).map_err(|e| OpenError::Index {
+            dir: dir.clone(),
+            message: e.to_string(),
+        })?;
+        let relations = relations::Relations::new(db.clone());
         Ok(Arc::new(Self {
             users: users::Users::new(db.clone()),
-            rooms: rooms::Rooms::new(db.clone(), identity.clone(), stream.clone()),
+            rooms,
+            relations,
+            appservices,
             ephemeral: Arc::new(ephemeral::Ephemeral::new(db.clone(), stream.clone())),
             keys: keys::Keys::new(db.clone(), stream.clone()),
             to_device: to_device::ToDevice::new(db.clone(), stream.clone()),

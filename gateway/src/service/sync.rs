@@ -79,17 +79,23 @@ impl SyncFilter {
 /// The `timeline` object of a room: events, `limited`, and a `prev_batch` just before the first
 /// event (or `end` when there is none).
 fn timeline_json(
+    gw: &Gateway,
     events: &[(u64, Pdu, super::rooms::StoredPdu)],
     limited: bool,
     end: u64,
     viewer: Option<(&UserId, &str)>,
-) -> Value {
+) -> ApiResult<Value> {
     let prev_batch = events.first().map(|(pos, _, _)| pos - 1).unwrap_or(end);
-    let timeline: Vec<Value> = events
-        .iter()
-        .map(|(_, p, s)| p.to_sync_event(s, viewer))
-        .collect();
-    json!({ "events": timeline, "limited": limited, "prev_batch": prev_batch.to_string() })
+    let mut timeline = Vec::with_capacity(events.len());
+    for (_, p, s) in events {
+        timeline.push(match viewer {
+            Some((user, device)) => {
+                super::relations::sync_event(gw, super::relations::Viewer::new(user, device), p, s)?
+            }
+            None => p.to_sync_event(s, viewer),
+        });
+    }
+    Ok(json!({ "events": timeline, "limited": limited, "prev_batch": prev_batch.to_string() }))
 }
 
 /// Runs one `/sync` call, waiting up to `req.timeout` for something new.
@@ -416,14 +422,21 @@ fn joined_room(
     {
         return Ok(None);
     }
-    Ok(Some(json!({
-        "timeline": timeline_json(&events, limited, upto, viewer),
+    let mut body = json!({
+        "timeline": timeline_json(gw, &events, limited, upto, viewer)?,
         "state": { "events": state },
         "ephemeral": { "events": ephemeral },
         "account_data": { "events": account_data },
         "summary": summary(gw, room, user)?,
-        "unread_notifications": unread_counts(gw, room, user, upto)?,
-    })))
+    });
+    if filter.timeline.unread_thread_notifications {
+        let split = super::relations::unread::thread_counts(gw, room, user, upto)?;
+        body["unread_notifications"] = split.main;
+        body["unread_thread_notifications"] = split.threads;
+    } else {
+        body["unread_notifications"] = unread_counts(gw, room, user, upto)?;
+    }
+    Ok(Some(body))
 }
 
 /// `m.heroes` and member counts, which clients use to name rooms without a name.
@@ -608,7 +621,7 @@ fn left_room(
     let (events, limited) = timeline_events(gw, room, &caller.user_id, window, &filter.timeline)?;
     let viewer = Some((&*caller.user_id, caller.device_id.as_str()));
     Ok(json!({
-        "timeline": timeline_json(&events, limited, ur.pos, viewer),
+        "timeline": timeline_json(gw, &events, limited, ur.pos, viewer)?,
         "state": { "events": [] },
         "account_data": { "events": [] },
     }))

@@ -538,6 +538,7 @@ impl<'a> RoomTxn<'a> {
         let room = self.room_id.as_bytes();
         let pos = stored.pos;
         t.pdus.put(self.batch, pdu.event_id.as_bytes(), stored)?;
+        crate::service::derived::record(self.batch, pdu, pos)?;
         t.timeline.put(
             self.batch,
             &key(&[room, &u64_be(pos)]),

@@ -225,10 +225,18 @@ pub fn payload(
         body.insert("initial".into(), json!(true));
     }
     describe(gw, room, user, facts, &mut body)?;
-    let timeline: Vec<Value> = events
-        .iter()
-        .map(|(_, p, s)| p.to_sync_event(s, viewer))
-        .collect();
+    let mut timeline: Vec<Value> = Vec::with_capacity(events.len());
+    for (_, p, s) in &events {
+        timeline.push(match viewer {
+            Some((u, d)) => crate::service::relations::sync_event(
+                gw,
+                crate::service::relations::Viewer::new(u, d),
+                p,
+                s,
+            )?,
+            None => p.to_sync_event(s, viewer),
+        });
+    }
     let prev_batch = events
         .first()
         .map(|(pos, _, _)| pos - 1)

@@ -1,0 +1,210 @@
+//! Application services (bridges, bot frameworks): registrations, `as_token` callers with
+//! `?user_id=` masquerading, exclusive namespaces, and transactions pushed to the service.
+//!
+//! Registrations come from `mixgate gateway --appservice FILE` (repeatable) and
+//! `appservices = [...]` in `gateway.toml` ([`registration`]). Each service's own user
+//! (`sender_localpart`) is created when the gateway opens. A request with a service's
+//! `as_token` acts as that user, or as `?user_id=` when that user is in the service's user
+//! namespace and registered (403 `M_FORBIDDEN` otherwise). Transactions: see [`txn`].
+
+pub mod registration;
+#[cfg(test)]
+mod tests;
+pub mod txn;
+
+use std::{path::PathBuf, sync::Arc};
+
+use ruma::{OwnedUserId, RoomAliasId, ServerName, UserId};
+
+pub use registration::{Namespace, Registration};
+
+use crate::{
+    config::ConfigError,
+    error::{ApiError, ApiResult},
+    service::{caller::Caller, rooms::Pdu, Gateway},
+};
+
+/// One registered application service.
+#[derive(Debug)]
+pub struct AppService {
+    /// Its registration.
+    pub reg: Registration,
+    /// Its own user (`@sender_localpart:server`).
+    pub sender: OwnedUserId,
+}
+
+impl AppService {
+    /// The service id.
+    pub fn id(&self) -> &str {
+        &self.reg.raw.id
+    }
+
+    /// Whether `user` is the service's own user or in its user namespace.
+    pub fn owns_user(&self, user: &UserId) -> bool {
+        *user == *self.sender || self.reg.users.iter().any(|n| n.matches(user.as_str()))
+    }
+
+    /// Whether `alias` is in the service's alias namespace.
+    pub fn owns_alias(&self, alias: &RoomAliasId) -> bool {
+        self.reg.aliases.iter().any(|n| n.matches(alias.as_str()))
+    }
+
+    /// Whether the service wants `pdu`: its room is in the room namespace, its sender or
+    /// (membership) state key is one of the service's users, a member of its room is, or an
+    /// alias of its room is in the alias namespace.
+    pub fn interested(&self, gw: &Gateway, pdu: &Pdu) -> ApiResult<bool> {
+        if self
+            .reg
+            .rooms
+            .iter()
+            .any(|n| n.matches(pdu.room_id.as_str()))
+        {
+            return Ok(true);
+        }
+        if self.owns_user(&pdu.sender) {
+            return Ok(true);
+        }
+        if let Some(sk) = &pdu.state_key {
+            if UserId::parse(sk.as_str()).is_ok_and(|u| self.owns_user(&u)) {
+                return Ok(true);
+            }
+        }
+        if gw
+            .rooms
+            .members(&pdu.room_id)?
+            .iter()
+            .any(|(u, m)| m.membership == "join" && self.owns_user(u))
+        {
+            return Ok(true);
+        }
+        if !self.reg.aliases.is_empty()
+            && gw
+                .rooms
+                .aliases_of(&pdu.room_id)?
+                .iter()
+                .any(|a| self.owns_alias(a))
+        {
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Every registered application service.
+#[derive(Debug, Default)]
+pub struct AppServices {
+    list: Vec<Arc<AppService>>,
+}
+
+/// The placeholder device of requests made with an `as_token` (services have no device).
+pub const APPSERVICE_DEVICE: &str = "APPSERVICE";
+
+impl AppServices {
+    /// Loads and checks the registration files.
+    pub fn load(files: &[PathBuf], server: &ServerName) -> Result<Self, ConfigError> {
+        let regs = files
+            .iter()
+            .map(|f| Registration::load(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        registration::check_all(&regs)?;
+        let mut list = Vec::new();
+        for reg in regs {
+            let sender =
+                UserId::parse(format!("@{}:{server}", reg.raw.sender_localpart)).map_err(|e| {
+                    ConfigError::Invalid {
+                        file: reg.file.clone(),
+                        key: "sender_localpart",
+                        expected: "a valid user localpart",
+                        found: format!("{:?}: {e}", reg.raw.sender_localpart),
+                    }
+                })?;
+            list.push(Arc::new(AppService { reg, sender }));
+        }
+        Ok(Self { list })
+    }
+
+    /// Every service.
+    pub fn all(&self) -> &[Arc<AppService>] {
+        &self.list
+    }
+
+    /// The service with this id.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<AppService>> {
+        self.list.iter().find(|s| s.id() == id)
+    }
+
+    /// The service whose `as_token` this is.
+    pub fn by_token(&self, token: &str) -> Option<&Arc<AppService>> {
+        self.list.iter().find(|s| s.reg.raw.as_token == token)
+    }
+
+    /// A service other than `except` that holds `user` in an exclusive namespace.
+    pub fn exclusive_owner(&self, user: &UserId, except: Option<&str>) -> Option<&Arc<AppService>> {
+        self.list.iter().find(|s| {
+            Some(s.id()) != except
+                && s.reg
+                    .users
+                    .iter()
+                    .any(|n| n.exclusive && n.matches(user.as_str()))
+        })
+    }
+
+    /// A service other than `except` that holds `alias` in an exclusive namespace.
+    pub fn exclusive_alias_owner(
+        &self,
+        alias: &RoomAliasId,
+        except: Option<&str>,
+    ) -> Option<&Arc<AppService>> {
+        self.list.iter().find(|s| {
+            Some(s.id()) != except
+                && s.reg
+                    .aliases
+                    .iter()
+                    .any(|n| n.exclusive && n.matches(alias.as_str()))
+        })
+    }
+
+    /// The caller of a request carrying `token`, if it is a service's `as_token`: the service's
+    /// user, or `user_id` (from `?user_id=`) when the service may act as that user.
+    pub fn caller(
+        &self,
+        gw: &Gateway,
+        token: &str,
+        user_id: Option<&str>,
+    ) -> ApiResult<Option<Caller>> {
+        let Some(service) = self.by_token(token) else {
+            return Ok(None);
+        };
+        let user = match user_id {
+            None => service.sender.clone(),
+            Some(u) => UserId::parse(u)
+                .map_err(|e| ApiError::invalid_param(format!("Invalid user_id: {e}")))?,
+        };
+        if !service.owns_user(&user) || user.server_name() != gw.server_name() {
+            return Err(ApiError::forbidden(
+                "Application service cannot masquerade as this user",
+            ));
+        }
+        if user != service.sender && !gw.users.exists(&user)? {
+            return Err(ApiError::forbidden(
+                "Application service has not registered this user",
+            ));
+        }
+        Ok(Some(Caller {
+            user_id: user,
+            device_id: APPSERVICE_DEVICE.into(),
+            appservice: Some(service.id().to_owned()),
+        }))
+    }
+
+    /// Creates each service's own user if it does not exist yet.
+    pub async fn ensure_senders(&self, gw: &Gateway) -> ApiResult<()> {
+        for s in &self.list {
+            if !gw.users.exists(&s.sender)? {
+                gw.users.create(&s.sender, None).await?;
+                tracing::info!(appservice = s.id(), user = %s.sender, "application service user created");
+            }
+        }
+        Ok(())
+    }
+}
