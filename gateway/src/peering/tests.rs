@@ -223,6 +223,22 @@ impl Net {
         out
     }
 
+    /// `user` of gateway `i` joins `room` (held on gateway 0) and gateway 0 sees the join.
+    async fn join_and_wait(&self, i: usize, user: &UserId, token: &str, room: &OwnedRoomId) {
+        self.ok(
+            i,
+            Method::POST,
+            &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
+            token,
+            Some(json!({})),
+        )
+        .await;
+        until("joined on the room's gateway", || {
+            self.membership(0, room, user).as_deref() == Some("join")
+        })
+        .await;
+    }
+
     fn membership(&self, i: usize, room: &OwnedRoomId, user: &UserId) -> Option<String> {
         self.nodes[i].gw.rooms.membership(room, user).ok().flatten()
     }
@@ -334,18 +350,7 @@ async fn invite_join_chat_and_state_across_two_gateways() {
     );
 
     // Bob joins through Alice's gateway; both see the join.
-    net.ok(
-        1,
-        Method::POST,
-        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
-        &bt,
-        Some(json!({})),
-    )
-    .await;
-    until("bob joined on A", || {
-        net.membership(0, &room, &bob).as_deref() == Some("join")
-    })
-    .await;
+    net.join_and_wait(1, &bob, &bt, &room).await;
     assert_eq!(net.membership(1, &room, &alice).as_deref(), Some("join"));
 
     // Chat both ways, in order.
@@ -637,18 +642,7 @@ async fn an_offline_gateway_catches_up_in_order_exactly_once() {
     let (_alice, at) = net.user(0, "alice").await;
     let (bob, bt) = net.user(1, "bob").await;
     let room = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
-    net.ok(
-        1,
-        Method::POST,
-        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
-        &bt,
-        Some(json!({})),
-    )
-    .await;
-    until("joined", || {
-        net.membership(0, &room, &bob).as_deref() == Some("join")
-    })
-    .await;
+    net.join_and_wait(1, &bob, &bt, &room).await;
 
     net.hub.set_online(net.name(1), false);
     let sent: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
@@ -771,18 +765,7 @@ async fn keys_to_device_typing_and_receipts_cross_gateways() {
     let (alice, at) = net.user(0, "alice").await;
     let (bob, bob_device, bt) = net.user_device(1, "bob").await;
     let room = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
-    net.ok(
-        1,
-        Method::POST,
-        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
-        &bt,
-        Some(json!({})),
-    )
-    .await;
-    until("joined", || {
-        net.membership(0, &room, &bob).as_deref() == Some("join")
-    })
-    .await;
+    net.join_and_wait(1, &bob, &bt, &room).await;
     let alice_sync = net
         .ok(0, Method::GET, "/_matrix/client/v3/sync", &at, None)
         .await;

@@ -62,18 +62,7 @@ async fn set_visibility(net: &Net, token: &str, room: &OwnedRoomId, v: &str) {
 
 /// Bob of gateway B joins `room` (held on A) and waits until A knows.
 async fn bob_joins(net: &Net, bob: &UserId, bt: &str, room: &OwnedRoomId) {
-    net.ok(
-        1,
-        Method::POST,
-        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
-        bt,
-        Some(json!({})),
-    )
-    .await;
-    until("bob joined on A", || {
-        net.membership(0, room, bob).as_deref() == Some("join")
-    })
-    .await;
+    net.join_and_wait(1, bob, bt, room).await;
 }
 
 #[tokio::test]

@@ -47,18 +47,7 @@ async fn an_image_from_another_gateway_downloads_and_thumbnails() {
     let (bob, bt) = net.user(1, "bob").await;
     let (_carol, ct) = net.user(2, "carol").await;
     let room = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
-    net.ok(
-        1,
-        Method::POST,
-        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
-        &bt,
-        Some(json!({})),
-    )
-    .await;
-    until("bob joined on A", || {
-        net.membership(0, &room, &bob).as_deref() == Some("join")
-    })
-    .await;
+    net.join_and_wait(1, &bob, &bt, &room).await;
 
     let png = noisy_png(320, 200);
     assert!(png.len() > 3 * super::super::media::CHUNK, "several chunks");
@@ -125,18 +114,7 @@ async fn a_one_mebibyte_file_crosses_in_chunks() {
     let (alice, at) = net.user(0, "alice").await;
     let (bob, bt) = net.user(1, "bob").await;
     let room = create_room(&net, 0, &at, json!({"preset": "public_chat"})).await;
-    net.ok(
-        1,
-        Method::POST,
-        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
-        &bt,
-        Some(json!({})),
-    )
-    .await;
-    until("bob joined on A", || {
-        net.membership(0, &room, &bob).as_deref() == Some("join")
-    })
-    .await;
+    net.join_and_wait(1, &bob, &bt, &room).await;
     let file: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();

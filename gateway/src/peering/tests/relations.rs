@@ -9,18 +9,7 @@ async fn remote_edits_and_thread_replies_are_bundled() {
     let (_alice, at) = net.user(0, "alice").await;
     let (bob, bt) = net.user(1, "bob").await;
     let room = create_room(&net, 0, &at, json!({ "preset": "public_chat" })).await;
-    net.ok(
-        1,
-        Method::POST,
-        &format!("/_matrix/client/v3/join/{}", enc(room.as_str())),
-        &bt,
-        Some(json!({})),
-    )
-    .await;
-    until("bob joined on A", || {
-        net.membership(0, &room, &bob).as_deref() == Some("join")
-    })
-    .await;
+    net.join_and_wait(1, &bob, &bt, &room).await;
 
     let root = net.send(0, &at, &room, "typo").await;
     let send_raw = |content: Value, token: String| {
