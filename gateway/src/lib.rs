@@ -12,4 +12,6 @@ pub mod identity;
 pub mod peering;
 pub mod serve;
 pub mod service;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod up;

@@ -50,7 +50,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::testkit::{enc, kit};
+    use crate::testkit::{enc, kit};
     use http::{Method, StatusCode};
     use serde_json::json;
 

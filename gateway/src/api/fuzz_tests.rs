@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use serde_json::{json, Value};
 
-use super::testkit::{body_bytes, enc, kit, Kit};
+use crate::testkit::{body_bytes, enc, kit, Kit};
 
 /// Every `(method, path template)` that `add` registered while a router was built.
 static ROUTES: Mutex<Vec<(Method, &'static str)>> = Mutex::new(Vec::new());

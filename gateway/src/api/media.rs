@@ -480,7 +480,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::testkit::{body_bytes, kit, kit_with};
+    use crate::testkit::{body_bytes, kit, kit_with};
     use http::Method;
 
     fn upload_req(token: &str, ct: &str, data: Vec<u8>, filename: &str) -> http::Request<Body> {

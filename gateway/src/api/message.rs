@@ -497,7 +497,7 @@ mod tests {
     use http::{Method, StatusCode};
     use serde_json::{json, Value};
 
-    use crate::api::testkit::{enc, kit};
+    use crate::testkit::{enc, kit};
 
     /// The joined-room section of `body` for `room`.
     fn room_of<'a>(body: &'a Value, room: &str) -> &'a Value {

@@ -25,8 +25,6 @@ mod rooms;
 mod search;
 mod sliding_sync;
 mod sync;
-#[cfg(test)]
-pub(crate) mod testkit;
 mod to_device;
 mod user_directory;
 mod versions;

@@ -70,7 +70,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::testkit::{enc, kit, kit_with};
+    use crate::testkit::{enc, kit, kit_with};
     use http::{Method, StatusCode};
     use serde_json::json;
 

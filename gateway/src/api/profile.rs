@@ -256,7 +256,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::testkit::{enc, kit};
+    use crate::testkit::{enc, kit};
     use http::{Method, StatusCode};
 
     #[tokio::test]

@@ -226,7 +226,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::testkit::kit;
+    use crate::testkit::kit;
     use http::{Method, StatusCode};
     use serde_json::json;
 

@@ -99,7 +99,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::testkit::kit_with;
+    use crate::testkit::kit_with;
     use http::{Method, StatusCode};
     use ruma::UserId;
     use serde_json::json;

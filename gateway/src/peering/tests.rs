@@ -16,9 +16,9 @@ use super::{
     PeeringStats,
 };
 use crate::{
-    api::testkit::{body_bytes, enc},
     config::{GatewayConfig, RegistrationMode},
     service::Gateway,
+    testkit::{body_bytes, enc},
 };
 
 mod backfill;

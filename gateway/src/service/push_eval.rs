@@ -106,7 +106,7 @@ impl PushEvaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::testkit::kit;
+    use crate::testkit::kit;
     use serde_json::{json, value::to_raw_value};
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::{assert_err, create_room};
-use crate::api::testkit::{enc, kit};
+use crate::testkit::{enc, kit};
 
 #[tokio::test]
 async fn oversized_empty_or_nul_identifiers_are_refused() {

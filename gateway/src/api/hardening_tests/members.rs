@@ -4,7 +4,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{assert_err, create_room, join};
-use crate::api::testkit::{enc, kit};
+use crate::testkit::{enc, kit};
 
 fn users_of(body: &Value) -> Vec<(String, String)> {
     let mut out: Vec<_> = body["chunk"]

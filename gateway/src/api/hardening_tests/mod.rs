@@ -17,7 +17,7 @@ mod user_directory;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::api::testkit::{enc, Kit};
+use crate::testkit::{enc, Kit};
 
 /// Creates a room through the API as `token` with `body`; returns its id.
 async fn create_room(k: &Kit, token: &str, body: Value) -> String {

@@ -9,7 +9,7 @@ use ruma::UserId;
 use serde_json::{json, Value};
 
 use super::assert_err;
-use crate::api::testkit::{body_bytes, kit, kit_with};
+use crate::testkit::{body_bytes, kit, kit_with};
 
 fn password_auth(password: &str) -> Value {
     json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
@@ -167,7 +167,7 @@ async fn weak_passwords_are_refused() {
 
 /// A login attempt from `peer` carrying `X-Forwarded-For: forwarded` (for a fresh account
 /// name each time, so only the per-address limit applies).
-async fn login_from(k: &crate::api::testkit::Kit, peer: &str, forwarded: &str) -> StatusCode {
+async fn login_from(k: &crate::testkit::Kit, peer: &str, forwarded: &str) -> StatusCode {
     let user = crate::service::users::random_string(12).to_lowercase();
     let body = json!({"type": "m.login.password", "identifier": {"type": "m.id.user",
                       "user": user}, "password": "wrong-password"});

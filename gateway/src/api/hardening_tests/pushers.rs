@@ -4,7 +4,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::assert_err;
-use crate::api::testkit::{kit, kit_with};
+use crate::testkit::{kit, kit_with};
 
 fn pusher(url: &str) -> serde_json::Value {
     json!({"pushkey": "k", "kind": "http", "app_id": "im.example", "app_display_name": "E",

@@ -4,7 +4,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::{assert_err, create_room, join};
-use crate::api::testkit::{enc, kit};
+use crate::testkit::{enc, kit};
 
 #[tokio::test]
 async fn receipts_need_an_event_of_the_room() {

@@ -4,7 +4,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::join;
-use crate::api::testkit::{enc, kit};
+use crate::testkit::{enc, kit};
 
 #[tokio::test]
 async fn advertised_room_versions_work() {

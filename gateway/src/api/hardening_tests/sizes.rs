@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 
 use super::assert_err;
 use crate::{
-    api::testkit::{enc, kit},
     service::limits,
+    testkit::{enc, kit},
 };
 
 #[tokio::test]

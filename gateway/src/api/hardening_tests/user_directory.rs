@@ -3,7 +3,7 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::api::testkit::kit;
+use crate::testkit::kit;
 
 fn ids(body: &Value) -> Vec<String> {
     body["results"]

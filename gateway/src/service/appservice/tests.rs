@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 
 use super::registration::{check_all, Registration};
 use crate::{
-    api::testkit::{enc, kit_with, Kit},
     config::ConfigError,
     service::pusher::PushOptions,
+    testkit::{enc, kit_with, Kit},
 };
 
 fn yaml(id: &str, url: &str, users: &str, exclusive: bool) -> String {

@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{backoff, notify, queue::Job, PushOptions};
-use crate::api::testkit::{enc, kit_with, Kit};
+use crate::testkit::{enc, kit_with, Kit};
 
 /// What the fake push gateway saw: every body, and how often each pushkey called.
 #[derive(Default)]

@@ -4,7 +4,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::tests_support::stable;
-use crate::api::testkit::{enc, kit, Kit};
+use crate::testkit::{enc, kit, Kit};
 
 struct Room {
     id: String,

@@ -3,7 +3,7 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::api::testkit::{enc, kit, Kit};
+use crate::testkit::{enc, kit, Kit};
 
 const SEARCH: &str = "/_matrix/client/v3/search";
 

@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use ruma::{OwnedRoomId, UserId};
 use serde_json::{json, Value};
 
-use crate::api::testkit::{enc, kit, Kit};
+use crate::testkit::{enc, kit, Kit};
 
 const PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 

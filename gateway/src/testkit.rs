@@ -1,4 +1,6 @@
 //! Test helpers: an in-memory gateway, users with tokens, and requests through the router.
+//! It sits at the crate root, beside `api/` and `service/`, so tests of either can use it
+//! without `service/` depending on `api/`.
 
 use std::sync::Arc;
 
