@@ -18,7 +18,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -149,9 +148,7 @@ pub async fn fill(
 /// documentation).
 pub async fn run(peer: std::sync::Arc<Peer>) {
     tokio::time::sleep(peer.options.catchup_first).await;
-    let turn = AtomicUsize::new(0);
-    loop {
-        let round = turn.fetch_add(1, Ordering::Relaxed);
+    for round in 0usize.. {
         if let Err(e) = catch_up_all(&peer, round).await {
             tracing::warn!("peering: catch-up round failed: {}", e.message);
         }

@@ -5,7 +5,7 @@
 use ruma::{RoomId, UserId};
 
 use super::{
-    rooms::{Pdu, StoredPdu},
+    rooms::{backfill::BackfillEntry, Pdu, StoredPdu},
     Gateway,
 };
 use crate::error::ApiResult;
@@ -57,21 +57,12 @@ pub async fn older(
                 at_end,
             });
         }
-        for (seq, entry) in page {
-            cursor = seq;
-            if !entry.readers.iter().any(|u| u == viewer) {
-                continue;
-            }
-            if let Some(found) = gw.rooms.get_pdu(&entry.event_id)? {
-                events.push(found);
-            }
-            if events.len() == limit {
-                return Ok(HistoryPage {
-                    events,
-                    next: cursor,
-                    at_end: false,
-                });
-            }
+        if take_readable(gw, page, viewer, limit, &mut events, &mut cursor)? {
+            return Ok(HistoryPage {
+                events,
+                next: cursor,
+                at_end: false,
+            });
         }
     }
 }
@@ -96,21 +87,37 @@ pub fn newer(
                 at_end: true,
             });
         }
-        for (seq, entry) in page {
-            cursor = seq;
-            if !entry.readers.iter().any(|u| u == viewer) {
-                continue;
-            }
-            if let Some(found) = gw.rooms.get_pdu(&entry.event_id)? {
-                events.push(found);
-            }
-            if events.len() == limit {
-                return Ok(HistoryPage {
-                    events,
-                    next: cursor,
-                    at_end: cursor <= 1,
-                });
-            }
+        if take_readable(gw, page, viewer, limit, &mut events, &mut cursor)? {
+            return Ok(HistoryPage {
+                events,
+                next: cursor,
+                at_end: cursor <= 1,
+            });
         }
     }
+}
+
+/// Appends the entries of `page` that `viewer` may see to `events`, moving `cursor` along,
+/// until `events` holds `limit`; returns whether it does.
+fn take_readable(
+    gw: &Gateway,
+    page: Vec<(u64, BackfillEntry)>,
+    viewer: &UserId,
+    limit: usize,
+    events: &mut Vec<(Pdu, StoredPdu)>,
+    cursor: &mut u64,
+) -> ApiResult<bool> {
+    for (seq, entry) in page {
+        *cursor = seq;
+        if !entry.readers.iter().any(|u| u == viewer) {
+            continue;
+        }
+        if let Some(found) = gw.rooms.get_pdu(&entry.event_id)? {
+            events.push(found);
+        }
+        if events.len() == limit {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
