@@ -45,6 +45,7 @@ use ruma::{MilliSecondsSinceUnixEpoch, ServerName};
 use crate::service::Gateway;
 pub use catchup::PeeringOptions;
 use groupkeys::GroupKeys;
+pub use groupkeys::KeyPolicy;
 use net::{NetError, PeerInbox, PeerNet, MAX_MESSAGE};
 pub use remote::{channel, Commands, RemoteHandle};
 use ruma::OwnedServerName;
@@ -161,6 +162,8 @@ impl Peer {
                 | Body::QueryProfile { .. }
                 | Body::RoomHeads { .. }
                 | Body::QueryMedia { .. }
+                | Body::ClaimOlmKey { .. }
+                | Body::KeyRequest { .. }
         );
         let capacity = if small { SMALL_ANSWER } else { MAX_MESSAGE };
         let mut attempt = 0;

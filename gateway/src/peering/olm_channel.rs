@@ -83,11 +83,17 @@ async fn ensure_session(peer: &Peer, to: &ServerName) -> Result<(), OlmSendError
         Ok(Body::OlmKey {
             identity_key,
             one_time_key,
-        }) => peer
-            .keys
-            .create_olm_session(to, &identity_key, &one_time_key)
-            .await
-            .map_err(|e| e.to_string()),
+        }) => match peer.net.olm_identity(to) {
+            Some(published) if published != identity_key => {
+                peer.stats.dropped("olm_identity_mismatch");
+                Err("the claimed identity key is not the one its descriptor names".to_owned())
+            }
+            _ => peer
+                .keys
+                .create_olm_session(to, &identity_key, &one_time_key)
+                .await
+                .map_err(|e| e.to_string()),
+        },
         Ok(_) => Err("unexpected answer".to_owned()),
         Err(e) => Err(e.to_string()),
     };

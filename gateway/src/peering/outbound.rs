@@ -77,6 +77,9 @@ pub async fn run(peer: Arc<Peer>) {
     }
 }
 
+/// Consecutive events of a room that go to the same gateways.
+type Run = (BTreeSet<OwnedServerName>, Vec<RawPdu>);
+
 /// Sends what follows the cursor; `true` if there may be more. Each room's events go sealed
 /// under this gateway's epoch for the room, in runs that share their destinations (so a kick
 /// still reaches the kicked gateway under the epoch it holds, and what follows goes under a
@@ -89,8 +92,7 @@ async fn round(peer: &Peer) -> ApiResult<bool> {
         return Ok(false);
     };
     // Per room, in order: runs of events with the same destinations.
-    let mut runs: BTreeMap<OwnedRoomId, Vec<(BTreeSet<OwnedServerName>, Vec<RawPdu>)>> =
-        BTreeMap::new();
+    let mut runs: BTreeMap<OwnedRoomId, Vec<Run>> = BTreeMap::new();
     let mut invites = Vec::new();
     for (_, id) in &events {
         let Some((pdu, stored)) = peer.gw.rooms.get_pdu(id)? else {

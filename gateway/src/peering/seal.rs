@@ -262,7 +262,7 @@ pub async fn maintain(peer: Arc<Peer>, tick: Duration) {
             }
             Err(e) => tracing::warn!("peering keys: {e}"),
         }
-        if rounds % EXPIRE_EVERY_TICKS == 0 {
+        if rounds.is_multiple_of(EXPIRE_EVERY_TICKS) {
             expire(&peer).await;
         }
     }

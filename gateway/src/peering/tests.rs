@@ -24,6 +24,7 @@ use crate::{
 mod backfill;
 mod catchup;
 mod corpus;
+mod groupkeys;
 mod media;
 mod relations;
 mod restricted;
@@ -46,6 +47,14 @@ impl Net {
     }
 
     fn with_options(n: usize, options: super::PeeringOptions) -> Net {
+        Self::with_keys(n, options, Default::default())
+    }
+
+    fn with_keys(
+        n: usize,
+        options: super::PeeringOptions,
+        keys: super::groupkeys::KeyPolicy,
+    ) -> Net {
         let hub = MemoryHub::new();
         let mut nodes = Vec::new();
         for _ in 0..n {
@@ -54,6 +63,7 @@ impl Net {
                 GatewayConfig {
                     memory_only: true,
                     registration: RegistrationMode::Open,
+                    group_keys: keys.clone(),
                     ..GatewayConfig::default()
                 },
                 Arc::new(remote),

@@ -344,8 +344,10 @@ fn advance(session: &mut InboundGroupSession, seen: &mut BTreeSet<u32>) {
     session.advance_to(low);
 }
 
+/// Tests only: whether any session this store holds (received, or its own outbound copies)
+/// decrypts `ciphertext`, without advancing or saving anything.
 #[cfg(test)]
-pub(super) fn decrypt_with_every_held_session(
+pub(crate) fn decrypt_with_every_held_session(
     keys: &GroupKeys,
     ciphertext: &str,
 ) -> Result<bool, KeyError> {

@@ -96,6 +96,8 @@ pub struct GroupKeys {
     lock: Mutex<()>,
     /// Requests per gateway in the current minute.
     budget: std::sync::Mutex<HashMap<OwnedServerName, (u64, u32)>>,
+    /// Orders held messages that arrive in the same millisecond.
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl GroupKeys {
@@ -107,7 +109,12 @@ impl GroupKeys {
             policy,
             lock: Mutex::new(()),
             budget: Default::default(),
+            seq: Default::default(),
         }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The limits in force.

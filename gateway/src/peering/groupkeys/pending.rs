@@ -54,7 +54,7 @@ impl GroupKeys {
             return Ok(false);
         }
         let now = self.now_ms();
-        let seq: u64 = rand::random();
+        let seq = self.next_seq();
         let k = storage::key(&[
             origin.as_bytes(),
             session_id.as_bytes(),
