@@ -275,7 +275,9 @@ pub async fn expire(peer: &Peer) {
             for _ in 0..gone.pending {
                 peer.stats.dropped("undecryptable_expired");
             }
-            if gone.epochs + gone.olm_sessions + gone.one_time_keys + gone.pending > 0 {
+            if gone.epochs + gone.own_epochs + gone.olm_sessions + gone.one_time_keys + gone.pending
+                > 0
+            {
                 tracing::debug!(?gone, "peering: keys expired");
             }
         }

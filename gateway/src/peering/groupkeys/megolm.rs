@@ -293,6 +293,21 @@ impl GroupKeys {
         Ok(gone)
     }
 
+    /// Deletes this gateway's epochs that are past their age limit (a quiet room's epoch
+    /// would only be replaced at its next message; until then it need not be kept); how many.
+    pub(super) fn expire_outbound(&self, now: u64) -> Result<usize, KeyError> {
+        let mut batch = Batch::new();
+        let mut gone = 0;
+        for (k, epoch) in outbound().scan_prefix(&self.db, b"")? {
+            if now.saturating_sub(epoch.facts.created_ms) >= self.policy.rotation_ms() {
+                outbound().delete(&mut batch, &k);
+                gone += 1;
+            }
+        }
+        self.db.apply(batch)?;
+        Ok(gone)
+    }
+
     /// Ends this gateway's epoch in `room` (it left the room): the session is deleted.
     pub async fn end_epoch(&self, room: &RoomId) -> Result<(), KeyError> {
         let _guard = self.lock.lock().await;

@@ -157,6 +157,7 @@ impl GroupKeys {
         let now = self.now_ms();
         let mut expired = Expired {
             epochs: self.expire_inbound(now)?,
+            own_epochs: self.expire_outbound(now)?,
             ..Expired::default()
         };
         let (sessions, keys) = self.expire_olm(now)?;
@@ -172,6 +173,8 @@ impl GroupKeys {
 pub struct Expired {
     /// Received epochs past retention.
     pub epochs: usize,
+    /// This gateway's own epochs past their age limit.
+    pub own_epochs: usize,
     /// Olm sessions idle past retention.
     pub olm_sessions: usize,
     /// One-time keys handed out past retention and never used.

@@ -247,6 +247,12 @@ async fn retention_deletes_epochs_sessions_and_keys() {
         .0
         .fetch_add(KeyPolicy::default().retention_ms() + 1, Ordering::Relaxed);
     let gone = b.expire().await.expect("expire");
+    assert_eq!(
+        a.expire().await.expect("expire").own_epochs,
+        1,
+        "the sender's epoch too"
+    );
+    assert_eq!(a.current_epoch(&room()).await.expect("epoch"), None);
     assert_eq!(gone.epochs, 1);
     assert_eq!(gone.olm_sessions, 1);
     assert_eq!(gone.one_time_keys, 1);
