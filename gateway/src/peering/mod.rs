@@ -70,6 +70,12 @@ const _: () =
 /// a whole message costs a join about 16 extra packets.
 const SMALL_ANSWER: usize = 8 * 1024;
 
+/// Reply capacity asked for a media chunk: a chunk of 40 KiB that does not compress comes to
+/// about 42 KiB on the wire (base64 twice, each time taken back by the compression), so a
+/// quarter of a whole message's reply blocks are saved on every chunk.
+const MEDIA_ANSWER: usize = 48 * 1024;
+const _: () = assert!(media::CHUNK + 8 * 1024 <= MEDIA_ANSWER);
+
 /// What every part of peering shares.
 pub struct Peer {
     /// The gateway whose rooms are shared.
@@ -165,7 +171,11 @@ impl Peer {
                 | Body::ClaimOlmKey { .. }
                 | Body::KeyRequest { .. }
         );
-        let capacity = if small { SMALL_ANSWER } else { MAX_MESSAGE };
+        let capacity = match body {
+            _ if small => SMALL_ANSWER,
+            Body::FetchMedia { .. } => MEDIA_ANSWER,
+            _ => MAX_MESSAGE,
+        };
         let mut attempt = 0;
         let (answer, asker) = loop {
             let asker = reply_seal::Asker::new();
