@@ -127,8 +127,12 @@ impl GroupKeys {
         self.clock.now_ms()
     }
 
+    /// Writes `batch` durably before returning: a ratchet must never be used from a state
+    /// older than one whose output left the gateway (a crash would otherwise encrypt twice
+    /// under the same message key).
     async fn apply(&self, batch: storage::Batch) -> Result<(), KeyError> {
         self.db.apply(batch)?;
+        self.db.flush().await?;
         Ok(())
     }
 
