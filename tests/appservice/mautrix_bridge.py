@@ -69,14 +69,15 @@ async def main() -> None:
         dave = appservice.intent.user(user_id)
         await dave.ensure_registered()
         await dave.set_displayname("Dave (bridged)")
-        return {}
+        # mautrix answers 404 for a falsy result, so not {}.
+        return {"user_id": user_id}
 
     async def query_alias(alias):
         queries.append(["alias", alias])
         if alias != f"#_mx_lobby:{domain}":
             return None
         await appservice.intent.create_room(alias_localpart="_mx_lobby", name="Bridged lobby")
-        return {}
+        return {"alias": alias}
 
     appservice = AppService(
         server=cfg["homeserver"],

@@ -7,6 +7,7 @@
 //! `as_token` acts as that user, or as `?user_id=` when that user is in the service's user
 //! namespace and registered (403 `M_FORBIDDEN` otherwise). Transactions: see [`txn`].
 
+pub mod query;
 pub mod registration;
 #[cfg(test)]
 mod tests;
@@ -191,6 +192,18 @@ impl AppServices {
                     .iter()
                     .any(|n| n.exclusive && n.matches(alias.as_str()))
         })
+    }
+
+    /// 400 `M_EXCLUSIVE` when a service other than `caller_service` (the caller's own, if it
+    /// is one) holds `alias` in an exclusive namespace: nobody else may create it.
+    pub fn check_alias(&self, alias: &RoomAliasId, caller_service: Option<&str>) -> ApiResult<()> {
+        if let Some(owner) = self.exclusive_alias_owner(alias, caller_service) {
+            return Err(ApiError::exclusive(format!(
+                "This room alias is reserved by the application service {}",
+                owner.id()
+            )));
+        }
+        Ok(())
     }
 
     /// The caller of a request carrying `token`, if it is a service's `as_token`: the service's
