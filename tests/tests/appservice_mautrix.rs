@@ -39,10 +39,7 @@ fn free_port() -> u16 {
 }
 
 /// The next JSON line of the service that has `key`, or a failure naming what was awaited.
-async fn next_line(
-    lines: &mut Lines<BufReader<tokio::process::ChildStdout>>,
-    key: &str,
-) -> Value {
+async fn next_line(lines: &mut Lines<BufReader<tokio::process::ChildStdout>>, key: &str) -> Value {
     let line = tokio::time::timeout(STEP, lines.next_line())
         .await
         .unwrap_or_else(|_| panic!("the mautrix service printed no {key:?} in {STEP:?}"))
@@ -151,10 +148,8 @@ async fn a_mautrix_python_service_bridges_through_the_gateway() {
         let received = next_line(&mut out, "received").await["received"].clone();
         let events = received.as_array().expect("events");
         assert!(
-            events
-                .iter()
-                .any(|e| e["content"]["body"] == "hello ghost"
-                    && e["sender"] == alice_account.user_id.as_str()),
+            events.iter().any(|e| e["content"]["body"] == "hello ghost"
+                && e["sender"] == alice_account.user_id.as_str()),
             "{received}"
         );
         assert!(
@@ -191,7 +186,10 @@ async fn a_mautrix_python_service_bridges_through_the_gateway() {
         // An alias of the namespace: the service creates the room.
         let lobby = format!("#_mx_lobby:{domain}");
         let r = alice
-            .get(&format!("/_matrix/client/v3/directory/room/{}", enc(&lobby)))
+            .get(&format!(
+                "/_matrix/client/v3/directory/room/{}",
+                enc(&lobby)
+            ))
             .await
             .expect("alias");
         assert_eq!(r.status, 200, "{}", r.body);

@@ -58,8 +58,8 @@ pub fn access_token(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-pub use crate::service::caller::Caller;
 use crate::service::appservice::Masquerade;
+pub use crate::service::caller::Caller;
 
 /// Resolves the caller from the request's token; `required` decides whether a missing token
 /// is an error.

@@ -8,6 +8,8 @@
 //! namespace and registered (403 `M_FORBIDDEN` otherwise). Transactions: see [`txn`].
 
 pub mod query;
+#[cfg(test)]
+mod query_tests;
 pub mod registration;
 #[cfg(test)]
 mod tests;

@@ -92,7 +92,11 @@ impl AppServices {
                 .await
             {
                 Ok(r) if r.status().is_success() => {
-                    tracing::debug!(appservice = service.id(), ?subject, "service query answered");
+                    tracing::debug!(
+                        appservice = service.id(),
+                        ?subject,
+                        "service query answered"
+                    );
                     return true;
                 }
                 Ok(r) => {
@@ -109,10 +113,7 @@ impl AppServices {
 
 /// The room `alias` (of this gateway) points at; when it points nowhere, the services of its
 /// namespace are asked first, then the alias is looked up again.
-pub async fn resolve_alias(
-    gw: &Gateway,
-    alias: &RoomAliasId,
-) -> ApiResult<Option<OwnedRoomId>> {
+pub async fn resolve_alias(gw: &Gateway, alias: &RoomAliasId) -> ApiResult<Option<OwnedRoomId>> {
     if let Some(room) = gw.rooms.resolve_alias(alias)? {
         return Ok(Some(room));
     }
