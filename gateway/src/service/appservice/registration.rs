@@ -61,6 +61,9 @@ pub struct RegistrationFile {
     /// Third-party protocols.
     #[serde(default)]
     pub protocols: Option<Vec<String>>,
+    /// Whether transactions carry typing and receipts (MSC2409).
+    #[serde(default, alias = "de.sorunome.msc2409.push_ephemeral")]
+    pub receive_ephemeral: bool,
 }
 
 /// A compiled namespace entry.
