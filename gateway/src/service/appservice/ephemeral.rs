@@ -9,6 +9,12 @@
 //! from the service's registered users, so the cost of a wake-up grows with the number of
 //! users on the gateway; it is only paid by services that asked. Rooms matched only by the
 //! room namespace, presence, and private receipts are not sent.
+//!
+//! With `org.matrix.msc3202: true` as well, the same transaction carries the to-device
+//! messages waiting for the devices of the service's users (MSC4203: `to_device` and
+//! `de.sorunome.msc2409.to_device`, each with `to_user_id` and `to_device_id`); they leave
+//! the device inboxes in the batch that stores the transaction, so they are delivered once,
+//! to the service, and no longer through `/sync` of that device.
 
 use std::collections::BTreeSet;
 
@@ -54,8 +60,34 @@ pub fn collect(gw: &Gateway, service: &AppService, since: u64) -> ApiResult<Vec<
     Ok(out)
 }
 
+/// Most to-device messages in one transaction.
+const MAX_TO_DEVICE: usize = 100;
+
+/// To-device messages waiting for the devices of the service's users (MSC4203), taken out
+/// of their inboxes in `batch`.
+fn drain_to_device(gw: &Gateway, service: &AppService, batch: &mut Batch) -> ApiResult<Vec<Value>> {
+    let mut out = Vec::new();
+    for (user, _) in gw.users.all()? {
+        if !service.owns_user(&user) {
+            continue;
+        }
+        for (device, _) in gw.users.devices(&user)? {
+            let room = MAX_TO_DEVICE.saturating_sub(out.len());
+            if room == 0 {
+                return Ok(out);
+            }
+            out.extend(
+                gw.to_device
+                    .drain_into(batch, &user, device.as_str(), room)?,
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Queues a transaction with the ephemeral events since the service's cursor, if it asked
-/// for them and there are any; the cursor moves in the same batch.
+/// for them and there are any, and (with `org.matrix.msc3202`) the to-device messages of its
+/// users' devices; the cursor moves and the messages leave the inboxes in the same batch.
 pub async fn fan_out(gw: &Gateway, service: &AppService) -> ApiResult<()> {
     if !service.reg.raw.receive_ephemeral {
         return Ok(());
@@ -69,17 +101,22 @@ pub async fn fan_out(gw: &Gateway, service: &AppService) -> ApiResult<()> {
         Some(since) if since >= now => return Ok(()),
         Some(since) => {
             let edus = collect(gw, service, since)?;
-            if !edus.is_empty() {
-                super::txn::queue(
-                    gw,
-                    &mut batch,
-                    service,
-                    json!({
-                        "events": [],
-                        "ephemeral": edus,
-                        "de.sorunome.msc2409.ephemeral": edus,
-                    }),
-                )?;
+            let to_device = if service.reg.raw.msc3202 {
+                drain_to_device(gw, service, &mut batch)?
+            } else {
+                Vec::new()
+            };
+            if !edus.is_empty() || !to_device.is_empty() {
+                let mut body = json!({ "events": [] });
+                if !edus.is_empty() {
+                    body["ephemeral"] = json!(edus);
+                    body["de.sorunome.msc2409.ephemeral"] = json!(edus);
+                }
+                if !to_device.is_empty() {
+                    body["to_device"] = json!(to_device);
+                    body["de.sorunome.msc2409.to_device"] = json!(to_device);
+                }
+                super::txn::queue(gw, &mut batch, service, body)?;
             }
         }
     }

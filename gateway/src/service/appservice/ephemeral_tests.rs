@@ -1,4 +1,5 @@
-//! Typing and read receipts reach a service that asked for ephemeral events (MSC2409).
+//! Typing, read receipts (MSC2409) and to-device messages (MSC4203) reach a service that
+//! asked for them.
 
 use std::{
     sync::{Arc, Mutex},
@@ -36,7 +37,7 @@ async fn service() -> (String, Seen) {
 }
 
 #[tokio::test]
-async fn typing_and_receipts_reach_a_service_that_asked() {
+async fn typing_receipts_and_to_device_reach_a_service_that_asked() {
     let dir = tempfile::tempdir().expect("dir");
     let (url, seen) = service().await;
     let file = dir.path().join("bridge.yaml");
@@ -45,6 +46,7 @@ async fn typing_and_receipts_reach_a_service_that_asked() {
         format!(
             "id: bridge\nurl: {url}\nas_token: as-bridge\nhs_token: hs-bridge\n\
              sender_localpart: bridgebot\nde.sorunome.msc2409.push_ephemeral: true\n\
+             org.matrix.msc3202: true\n\
              namespaces:\n  users:\n    - exclusive: true\n      regex: '@_bridge_.*'\n"
         ),
     )
@@ -61,7 +63,10 @@ async fn typing_and_receipts_reach_a_service_that_asked() {
             Method::POST,
             "/_matrix/client/v3/register",
             Some("as-bridge"),
-            Some(json!({ "type": "m.login.application_service", "username": "_bridge_gus" })),
+            Some(
+                json!({ "type": "m.login.application_service", "username": "_bridge_gus",
+                         "device_id": "GUSDEV" }),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -139,6 +144,16 @@ async fn typing_and_receipts_reach_a_service_that_asked() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    let ghost = "@_bridge_gus:example.org";
+    let (s, b) = k
+        .call(
+            Method::PUT,
+            "/_matrix/client/v3/sendToDevice/m.test/t1",
+            Some(&at),
+            Some(json!({ "messages": { ghost: { "GUSDEV": { "hello": "gus" } } } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
 
     let found = |bodies: &[Value]| {
         let edus: Vec<Value> = bodies
@@ -157,7 +172,17 @@ async fn typing_and_receipts_reach_a_service_that_asked() {
                 && e["room_id"] == room.as_str()
                 && e["content"][&event]["m.read"][alice.as_str()]["ts"].is_u64()
         });
-        typing && receipt
+        let to_device = bodies
+            .iter()
+            .flat_map(|b| b["to_device"].as_array().cloned().unwrap_or_default())
+            .any(|e| {
+                e["type"] == "m.test"
+                    && e["sender"] == alice.as_str()
+                    && e["to_user_id"] == ghost
+                    && e["to_device_id"] == "GUSDEV"
+                    && e["content"]["hello"] == "gus"
+            });
+        typing && receipt && to_device
     };
     for _ in 0..500 {
         if found(&seen.lock().expect("lock")) {
@@ -171,7 +196,15 @@ async fn typing_and_receipts_reach_a_service_that_asked() {
     for b in bodies.iter().filter(|b| b.get("ephemeral").is_some()) {
         assert_eq!(b["events"], json!([]));
         assert_eq!(b["ephemeral"], b["de.sorunome.msc2409.ephemeral"]);
+        assert_eq!(b["to_device"], b["de.sorunome.msc2409.to_device"]);
     }
+    // Delivered to the service, the message left the device's inbox.
+    assert_eq!(
+        k.gw.to_device
+            .pending_count(&ruma::UserId::parse(ghost).expect("ghost"), "GUSDEV")
+            .expect("count"),
+        0
+    );
     for t in tasks {
         t.abort();
     }
