@@ -62,8 +62,7 @@ async fn upload_keys(
             http::StatusCode::BAD_REQUEST,
             "M_MISSING_PARAM",
             "An application service uploads keys for one of its users' devices: pass device_id",
-        )
-        .into());
+        ));
     }
     let body = &req.body;
     let mut up = KeysUpload {
