@@ -7,8 +7,9 @@ test over stdout, one JSON object per line:
 2. It registers the ghost `@_mx_carol` (IntentAPI.ensure_registered), sets its display name,
    joins the test's room and sends a message as the ghost (masquerading with `?user_id=`),
    then prints {"sent": event_id}.
-3. It waits (bounded) until a transaction brings the message "hello ghost" from another user,
-   then prints {"received": [events of the room]}.
+3. It waits (bounded) until transactions bring the message "hello ghost" from another user
+   and a typing notification (MSC2409 ephemeral events, `ephemeral_events=True`), then
+   prints {"received": [events of the room]}.
 4. It keeps serving (user and alias queries create `@_mx_dave` and `#_mx_lobby` on demand)
    until stdin closes, then prints {"transactions": [[id, status], ...], "queries": [...]}.
 
@@ -47,6 +48,7 @@ async def main() -> None:
     queries = []
     room_events = []
     got_hello = asyncio.Event()
+    got_typing = asyncio.Event()
 
     @web.middleware
     async def fail_first_transaction(request, handler):
@@ -90,6 +92,7 @@ async def main() -> None:
         query_user=query_user,
         query_alias=query_alias,
         aiohttp_params={"middlewares": [fail_first_transaction]},
+        ephemeral_events=True,
     )
 
     @appservice.matrix_event_handler
@@ -97,6 +100,12 @@ async def main() -> None:
         if str(event.room_id) != cfg["room"]:
             return
         content = event.content
+        if str(event.type) == "m.typing":
+            user_ids = [str(u) for u in content.user_ids]
+            room_events.append({"type": "m.typing", "user_ids": user_ids})
+            if user_ids:
+                got_typing.set()
+            return
         body = getattr(content, "body", None)
         membership = getattr(content, "membership", None)
         room_events.append({
@@ -120,9 +129,12 @@ async def main() -> None:
     say({"sent": str(event_id)})
 
     try:
-        await asyncio.wait_for(got_hello.wait(), WAIT_SECONDS)
+        await asyncio.wait_for(
+            asyncio.gather(got_hello.wait(), got_typing.wait()), WAIT_SECONDS
+        )
     except asyncio.TimeoutError:
-        say({"error": f"no 'hello ghost' in {WAIT_SECONDS} s", "received": room_events,
+        say({"error": f"no 'hello ghost' and typing in {WAIT_SECONDS} s",
+             "received": room_events,
              "transactions": transactions})
         await appservice.stop()
         sys.exit(1)

@@ -2,8 +2,8 @@
 //! binary started with `--appservice FILE`. The service side is
 //! `tests/appservice/mautrix_bridge.py` (see its header): it registers a ghost, acts as it
 //! (display name, join, message with `?user_id=` masquerading), receives transactions (the
-//! first answered 500, so the gateway sends it again), and answers user and alias queries by
-//! creating the user or room.
+//! first answered 500, so the gateway sends it again) with events and typing (MSC2409), and
+//! answers user and alias queries by creating the user or room.
 //!
 //! Needs a Python with mautrix: `MIXGATE_MAUTRIX_PYTHON`, or `target/mautrix-venv/bin/python`
 //! (`.ci/run` creates it). Set MIXGATE_SKIP_MAUTRIX=1 to skip it on a machine without them.
@@ -28,6 +28,7 @@ fn registration(port: u16) -> String {
     format!(
         "id: mautrix\nurl: \"http://127.0.0.1:{port}\"\nas_token: mx-as-token\n\
          hs_token: mx-hs-token\nsender_localpart: mxbot\nrate_limited: false\n\
+         de.sorunome.msc2409.push_ephemeral: true\n\
          namespaces:\n  users:\n    - exclusive: true\n      regex: '@_mx_.*'\n  \
          aliases:\n    - exclusive: true\n      regex: '#_mx_.*'\n"
     )
@@ -145,6 +146,19 @@ async fn a_mautrix_python_service_bridges_through_the_gateway() {
             .await
             .expect("send");
         assert_eq!(r.status, 200, "{}", r.body);
+        // Typing reaches it as an ephemeral event (MSC2409).
+        let r = alice
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/typing/{}",
+                    enc(&room),
+                    enc(&alice_account.user_id)
+                ),
+                &json!({ "typing": true, "timeout": 30000 }),
+            )
+            .await
+            .expect("typing");
+        assert_eq!(r.status, 200, "{}", r.body);
         let received = next_line(&mut out, "received").await["received"].clone();
         let events = received.as_array().expect("events");
         assert!(
@@ -157,6 +171,11 @@ async fn a_mautrix_python_service_bridges_through_the_gateway() {
                 .iter()
                 .any(|e| e["event_id"] == sent && e["sender"] == ghost.as_str()),
             "the ghost's own message is in a transaction: {received}"
+        );
+        assert!(
+            events.iter().any(|e| e["type"] == "m.typing"
+                && e["user_ids"] == json!([alice_account.user_id.as_str()])),
+            "typing is in an ephemeral transaction: {received}"
         );
         assert!(
             events.iter().any(|e| e["type"] == "m.room.member"
