@@ -248,8 +248,9 @@ pub async fn change(
             }
         }
         ("invite", false) => {
-            check_invitee(gw, target).await?;
+            // Joined first: only members make the gateway ask a service about an invitee.
             gw.rooms.require_joined(room, sender)?;
+            check_invitee(gw, target).await?;
         }
         ("leave", false) if current.is_none() => {
             return Err(ApiError::forbidden("The user is not in this room"));
