@@ -7,6 +7,8 @@
 //! `as_token` acts as that user, or as `?user_id=` when that user is in the service's user
 //! namespace and registered (403 `M_FORBIDDEN` otherwise). Transactions: see [`txn`].
 
+#[cfg(test)]
+mod device_tests;
 pub mod ephemeral;
 #[cfg(test)]
 mod ephemeral_tests;
