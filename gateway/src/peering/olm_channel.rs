@@ -99,6 +99,7 @@ async fn ensure_session(peer: &Peer, to: &ServerName) -> Result<(), OlmSendError
     };
     match created {
         Ok(()) => {
+            tracing::debug!(peer = %to, "peering: Olm session made from a claimed key");
             peer.claim_failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -91,7 +91,10 @@ pub async fn receive(
         Ok((room, plain)) => deliver_plain(peer, origin, &room, &plain).await,
         Err(KeyError::UnknownSession) => {
             match peer.keys.hold(origin, session_id, ciphertext).await {
-                Ok(true) => peer.stats.note("held_for_key"),
+                Ok(true) => {
+                    tracing::debug!(origin = %origin, "peering: sealed message held for its key");
+                    peer.stats.note("held_for_key");
+                }
                 Ok(false) => {
                     tracing::info!(origin = %origin, "peering: too many messages wait for keys");
                     peer.stats.dropped("held_full");
@@ -297,6 +300,7 @@ async fn ask_key(peer: &Peer, origin: &ServerName, session_id: &str) {
         .await;
     match answer {
         Ok(Body::RoomKey { share, .. }) if share.session_id == session_id => {
+            tracing::debug!(origin = %origin, "peering: key recovered by request");
             peer.stats.note("key_recovered");
             if let Err(e) = accept_key(peer, origin, share, None).await {
                 tracing::warn!("peering: recovered key not stored: {}", e.message);

@@ -122,6 +122,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // `RUST_LOG=gateway::peering=debug` shows what peering does while it is measured.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     if args.gateways < 2 {
         bail!("--gateways must be at least 2");
     }
