@@ -68,6 +68,12 @@ pub struct GatewayConfig {
     pub bundled_aggregations: bool,
     /// Application-service registration files (YAML), added to by `--appservice FILE`.
     pub appservices: Vec<PathBuf>,
+    /// Address of the Prometheus metrics and status-page listener (`--metrics`); off unless
+    /// set. Keep it on loopback or behind your own authentication.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The file this config was read from (for error messages; not a key).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// The mixnet a gateway joins: the `[network]` table of `gateway.toml`, or a whole file of
@@ -196,6 +202,8 @@ impl Default for GatewayConfig {
             network: None,
             bundled_aggregations: true,
             appservices: Vec::new(),
+            metrics_listen: None,
+            file: None,
         }
     }
 }
@@ -240,7 +248,9 @@ impl GatewayConfig {
             file: file.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, file)
+        let mut config = Self::from_toml(&text, file)?;
+        config.file = Some(file.to_owned());
+        Ok(config)
     }
 
     /// Parses TOML text; `file` is only used in error messages.

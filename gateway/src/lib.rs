@@ -9,7 +9,9 @@ pub mod config;
 pub mod error;
 pub mod http_limits;
 pub mod identity;
+pub mod metrics;
 pub mod peering;
+pub mod roles;
 pub mod serve;
 pub mod service;
 #[cfg(test)]

@@ -32,6 +32,10 @@ struct GatewayArgs {
     /// Keep everything in memory only.
     #[arg(long)]
     memory_only: bool,
+    /// Serve Prometheus metrics and the status page on this address (overrides
+    /// `metrics_listen`; off unless set).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl GatewayArgs {
@@ -51,6 +55,9 @@ impl GatewayArgs {
         }
         if self.memory_only {
             config.memory_only = true;
+        }
+        if let Some(addr) = self.metrics {
+            config.metrics_listen = Some(addr);
         }
         Ok(config)
     }
@@ -72,6 +79,9 @@ enum Command {
         /// Number of gateways (0: only the mixnet).
         #[arg(long, default_value_t = 2)]
         gateways: usize,
+        /// Serve Prometheus metrics and the status page of the whole network on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run a gateway: the homeserver Matrix clients talk to.
     Gateway {
@@ -92,18 +102,27 @@ enum Command {
         /// Node config file.
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics on this address (overrides `metrics_listen`).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run a provider: mixnet entry/exit and mailboxes of its gateways (`config/provider.toml`).
     Provider {
         /// Node config file.
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics on this address (overrides `metrics_listen`).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run a directory authority (`config/directory.toml`).
     Directory {
         /// Directory config file.
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics on this address (overrides `metrics_listen`).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Operator tasks on a gateway's data (run while the gateway is stopped).
     Admin {
@@ -197,43 +216,26 @@ async fn run() -> anyhow::Result<()> {
             gateway::serve::run(config).await
         }
         Command::Admin { gateway, task } => admin(&gateway, task).await,
-        Command::Mixnode { config } => {
-            let cfg = transport::config::NodeFile::load(&config)?;
-            anyhow::ensure!(
-                matches!(cfg.role, transport::directory::Role::Mix { .. }),
-                "{}: key `role`: expected \"mix\" for `mixgate mixnode`",
-                config.display()
-            );
-            tracing::info!(listen = %cfg.listen, "mix node starting");
-            transport::node::run_mixnode(cfg).await?;
-            Ok(())
+        Command::Mixnode { config, metrics } => {
+            gateway::roles::run_node(&config, gateway::roles::NodeKind::Mix, metrics).await
         }
-        Command::Provider { config } => {
-            let cfg = transport::config::NodeFile::load(&config)?;
-            anyhow::ensure!(
-                matches!(cfg.role, transport::directory::Role::Provider),
-                "{}: key `role`: expected \"provider\" for `mixgate provider`",
-                config.display()
-            );
-            tracing::info!(listen = %cfg.listen, "provider starting");
-            transport::node::run_provider(cfg).await?;
-            Ok(())
+        Command::Provider { config, metrics } => {
+            gateway::roles::run_node(&config, gateway::roles::NodeKind::Provider, metrics).await
         }
-        Command::Directory { config } => {
-            let cfg = transport::config::DirectoryFile::load(&config)?;
-            tracing::info!(listen = %cfg.listen, "directory authority starting");
-            transport::directory::run_directory(cfg).await?;
-            Ok(())
+        Command::Directory { config, metrics } => {
+            gateway::roles::run_directory(&config, metrics).await
         }
         Command::Up {
             data,
             base_port,
             gateways,
+            metrics,
         } => {
             gateway::up::run(gateway::up::UpOptions {
                 data,
                 base_port,
                 gateways,
+                metrics,
             })
             .await
         }

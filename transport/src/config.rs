@@ -85,6 +85,19 @@ fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError
     toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))
 }
 
+/// Only the `metrics_listen` key of a role's file (every other key is ignored here).
+#[derive(Deserialize)]
+struct MetricsKey {
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// The `metrics_listen` address of a node or directory file, if set (errors name the file
+/// and the key).
+pub fn metrics_listen(path: &Path) -> Result<Option<SocketAddr>, ConfigError> {
+    let k: MetricsKey = read_toml(path)?;
+    Ok(k.metrics_listen)
+}
+
 /// The role a node file describes.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -119,6 +132,9 @@ pub struct NodeFile {
     pub threshold: Option<usize>,
     /// Epoch length in seconds (default 3600; must match the directory).
     pub epoch_secs: Option<u64>,
+    /// Address of the metrics and status listener (default: none); read by the binary with
+    /// [`metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeFile {
@@ -180,6 +196,9 @@ pub struct DirectoryFile {
     /// Votes a node needs and signatures a document gets (default: a majority of all
     /// authorities).
     pub threshold: Option<usize>,
+    /// Address of the metrics and status listener (default: none); read by the binary with
+    /// [`metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One `[[peers]]` entry of `directory.toml`.

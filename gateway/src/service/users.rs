@@ -147,6 +147,11 @@ impl Users {
         Ok(self.get(user_id)?.is_some())
     }
 
+    /// How many accounts exist, deactivated ones included (walks the table: for metrics).
+    pub fn count(&self) -> ApiResult<u64> {
+        Ok(self.users.count(&self.db)?)
+    }
+
     /// Every account (for the user directory; gateways are small).
     pub fn all(&self) -> ApiResult<Vec<(OwnedUserId, UserRecord)>> {
         Ok(self
