@@ -146,9 +146,8 @@ async fn serve(
     client: Option<ClientProbe>,
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let peering = link.map(|(link, commands)| {
-        peering::spawn(gateway.clone(), link.net, link.inbox, commands)
-    });
+    let peering = link
+        .map(|(link, commands)| peering::spawn(gateway.clone(), link.net, link.inbox, commands));
     gateway
         .appservices
         .ensure_senders(&gateway)

@@ -58,12 +58,8 @@ pub fn histograms(
     }
     let mut me = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, s) in samples {
-        me.encode_family(labels)?.encode_histogram::<NoLabelSet>(
-            s.sum_secs,
-            s.count,
-            &s.buckets,
-            None,
-        )?;
+        me.encode_family(labels)?
+            .encode_histogram::<NoLabelSet>(s.sum_secs, s.count, &s.buckets, None)?;
     }
     Ok(())
 }

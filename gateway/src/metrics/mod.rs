@@ -55,7 +55,8 @@ impl Metrics {
     /// and event counts): call it on a blocking thread.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
         {
             tracing::warn!("metrics: encoding failed: {e}");
         }

@@ -138,9 +138,19 @@ fn encode_gateways(enc: &mut DescriptorEncoder, gws: &[GatewaySource]) -> fmt::R
             Err(e) => tracing::warn!("metrics: counting rooms: {}", e.message),
         }
     }
-    gauges(enc, "mixgate_users", "Local accounts (deactivated ones included)", &users)?;
+    gauges(
+        enc,
+        "mixgate_users",
+        "Local accounts (deactivated ones included)",
+        &users,
+    )?;
     gauges(enc, "mixgate_rooms", "Rooms this gateway holds", &rooms)?;
-    gauges(enc, "mixgate_events_stored", "Events (PDUs) stored", &events)
+    gauges(
+        enc,
+        "mixgate_events_stored",
+        "Events (PDUs) stored",
+        &events,
+    )
 }
 
 fn encode_clients(enc: &mut DescriptorEncoder, gws: &[GatewaySource]) -> fmt::Result {
@@ -395,11 +405,26 @@ fn encode_nodes(enc: &mut DescriptorEncoder, nodes: &[NodeSource]) -> fmt::Resul
     let mut links: Vec<(Vec<Label>, i64)> = vec![];
     for (n, g) in &gauges_now {
         let l = n.label.as_str();
-        queues.push((vec![("node", l), ("queue", "ingress")], gauge_value(g.ingress_queue)));
-        queues.push((vec![("node", l), ("queue", "delay")], gauge_value(g.delay_queue)));
-        queues.push((vec![("node", l), ("queue", "link")], gauge_value(g.link_queue)));
-        links.push((vec![("node", l), ("direction", "in")], gauge_value(g.links_in)));
-        links.push((vec![("node", l), ("direction", "out")], gauge_value(g.links_out)));
+        queues.push((
+            vec![("node", l), ("queue", "ingress")],
+            gauge_value(g.ingress_queue),
+        ));
+        queues.push((
+            vec![("node", l), ("queue", "delay")],
+            gauge_value(g.delay_queue),
+        ));
+        queues.push((
+            vec![("node", l), ("queue", "link")],
+            gauge_value(g.link_queue),
+        ));
+        links.push((
+            vec![("node", l), ("direction", "in")],
+            gauge_value(g.links_in),
+        ));
+        links.push((
+            vec![("node", l), ("direction", "out")],
+            gauge_value(g.links_out),
+        ));
     }
     gauges(
         enc,
