@@ -142,6 +142,9 @@ enum AdminTask {
         /// Password.
         #[arg(long)]
         password: String,
+        /// Make the account a server admin (may use the `/_synapse/admin` API).
+        #[arg(long)]
+        admin: bool,
     },
     /// Set a new password for an account.
     ResetPassword {
@@ -163,7 +166,11 @@ async fn admin(args: &GatewayArgs, task: AdminTask) -> anyhow::Result<()> {
     let config = args.load()?;
     let gw = gateway::service::Gateway::open(config).context("opening the gateway's data")?;
     match task {
-        AdminTask::CreateUser { username, password } => {
+        AdminTask::CreateUser {
+            username,
+            password,
+            admin,
+        } => {
             let user =
                 gateway::service::users::Users::validate_localpart(&username, gw.server_name())
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -171,6 +178,18 @@ async fn admin(args: &GatewayArgs, task: AdminTask) -> anyhow::Result<()> {
                 .create(&user, Some(&password))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            if admin {
+                gateway::service::admin::users::upsert(
+                    &gw,
+                    &user,
+                    gateway::service::admin::users::UserChange {
+                        admin: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            }
             println!("{user}");
         }
         AdminTask::ResetPassword { username, password } => {
