@@ -227,3 +227,59 @@ pub async fn wait_metrics(base: &str, secs: u64) {
     }
     panic!("{base}/metrics never answered");
 }
+
+/// Runs `synadm -c CONFIG --batch -o json ARGS…` (from the ops venv, with `HOME` in `home` so
+/// its log file lands there) and returns the last JSON document it printed (its whole output
+/// as a JSON string when it printed none, e.g. "… successfully deleted."); panics if it fails.
+pub fn synadm(config: &std::path::Path, home: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(venv_bin().join("synadm"))
+        .arg("-c")
+        .arg(config)
+        .args(["--batch", "-o", "json"])
+        .args(args)
+        .env("HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run synadm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "synadm {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Some commands print notices and a document before the result (`user modify` shows the
+    // settings before and after): the result is the last JSON document that starts a line.
+    let mut last = None;
+    let mut offset = 0;
+    for line in stdout.split_inclusive('\n') {
+        if line.starts_with(['{', '[']) {
+            if let Some(Ok(v)) = serde_json::Deserializer::from_str(&stdout[offset..])
+                .into_iter::<Value>()
+                .next()
+            {
+                last = Some(v);
+            }
+        }
+        offset += line.len();
+    }
+    last.unwrap_or_else(|| Value::String(stdout.into_owned()))
+}
+
+/// Writes a synadm config for an admin `user` with `token` on the gateway at `url` (whose
+/// server name is `server`); returns its path.
+pub fn synadm_config(
+    dir: &std::path::Path,
+    url: &str,
+    user: &str,
+    token: &str,
+    server: &str,
+) -> PathBuf {
+    let path = dir.join("synadm.yaml");
+    let text = format!(
+        "user: \"{user}\"\ntoken: \"{token}\"\nbase_url: \"{url}\"\nadmin_path: /_synapse/admin\n\
+         matrix_path: /_matrix\nformat: json\ntimeout: 30\nserver_discovery: well-known\n\
+         homeserver: \"{server}\"\nssl_verify: false\n"
+    );
+    std::fs::write(&path, text).expect("write synadm.yaml");
+    path
+}

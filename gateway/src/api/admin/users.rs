@@ -48,6 +48,7 @@ async fn list(State(gw): State<Arc<Gateway>>, parts: Parts) -> Reply {
             user_id: q.get("user_id").cloned(),
             name: q.get("name").cloned(),
             deactivated: boolean(&q, "deactivated")?.unwrap_or(false),
+            admins: boolean(&q, "admins")?,
             from: uint(&q, "from")?.unwrap_or(0),
             limit: uint(&q, "limit")?.unwrap_or(100),
         },

@@ -71,6 +71,8 @@ pub struct UserQuery {
     pub name: Option<String>,
     /// Include deactivated accounts.
     pub deactivated: bool,
+    /// Only admins (`Some(true)`) or only non-admins.
+    pub admins: Option<bool>,
     /// Offset.
     pub from: usize,
     /// Page size.
@@ -97,6 +99,7 @@ pub fn list(gw: &Gateway, q: &UserQuery) -> ApiResult<UserPage> {
         .iter()
         .map(|(id, r)| AdminUser::of(id, r))
         .filter(|u| q.deactivated || !u.deactivated)
+        .filter(|u| q.admins.is_none_or(|a| u.admin == a))
         .filter(|u| {
             q.user_id
                 .as_ref()
