@@ -3,6 +3,7 @@
 //! 401 `M_MISSING_TOKEN`, an unknown one 401 `M_UNKNOWN_TOKEN`, a non-admin 403 `M_FORBIDDEN`.
 //! The logic lives in `service::admin`; these handlers parse and shape.
 
+mod media;
 mod rooms;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     let r = r.route("/_synapse/admin/v1/server_version", get(server_version));
     let r = users::routes(r);
     let r = rooms::routes(r);
+    let r = media::routes(r);
     tokens::routes(r)
 }
 

@@ -355,3 +355,41 @@ async fn a_server_admin_reads_the_aliases_of_a_room_it_is_not_in() {
     let got = k.call(Method::GET, &path, Some(&bob), None).await;
     assert_err(got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn an_admin_lists_and_deletes_a_users_media() {
+    let (k, root, alice_token) = setup().await;
+    let alice = ruma::UserId::parse(ALICE).expect("id");
+    let id =
+        k.gw.media
+            .create(
+                &alice,
+                crate::service::media::Upload {
+                    content_type: Some("text/plain".into()),
+                    filename: Some("notes.txt".into()),
+                    data: bytes::Bytes::from_static(b"hello"),
+                },
+            )
+            .await
+            .expect("upload");
+    let list = format!("/_synapse/admin/v1/users/{}/media", enc(ALICE));
+    let (status, page) = k.call(Method::GET, &list, Some(&root), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["media"][0]["media_id"], id.as_str());
+    assert_eq!(page["media"][0]["media_length"], 5);
+    assert_eq!(page["media"][0]["upload_name"], "notes.txt");
+    let item = format!("/_synapse/admin/v1/media/example.org/{id}");
+    let (status, deleted) = k.call(Method::DELETE, &item, Some(&root), None).await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["deleted_media"], json!([id]));
+    let download = format!("/_matrix/client/v1/media/download/example.org/{id}");
+    let got = k
+        .call(Method::GET, &download, Some(&alice_token), None)
+        .await;
+    assert_err(got, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let (_, page) = k.call(Method::GET, &list, Some(&root), None).await;
+    assert_eq!(page["total"], 0);
+    let again = k.call(Method::DELETE, &item, Some(&root), None).await;
+    assert_err(again, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+}

@@ -2,6 +2,7 @@
 //! rooms and registration tokens, as a server admin sees them.
 
 pub mod deactivate;
+pub mod media;
 pub mod rooms;
 pub mod tokens;
 pub mod users;
