@@ -6,6 +6,7 @@
 pub mod api;
 pub mod client_addr;
 pub mod config;
+pub mod config_check;
 pub mod error;
 pub mod http_limits;
 pub mod identity;

@@ -124,12 +124,30 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
     },
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        task: ConfigTask,
+    },
     /// Operator tasks on a gateway's data (run while the gateway is stopped).
     Admin {
         #[command(flatten)]
         gateway: GatewayArgs,
         #[command(subcommand)]
         task: AdminTask,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigTask {
+    /// Validate any role's config file without starting it (exit status 1 and a message
+    /// naming the file and the key when it is wrong).
+    Check {
+        /// The file.
+        file: PathBuf,
+        /// The role (default: detected from the file's keys).
+        #[arg(long, value_enum)]
+        role: Option<gateway::config_check::ConfigRole>,
     },
 }
 
@@ -235,6 +253,13 @@ async fn run() -> anyhow::Result<()> {
             gateway::serve::run(config).await
         }
         Command::Admin { gateway, task } => admin(&gateway, task).await,
+        Command::Config {
+            task: ConfigTask::Check { file, role },
+        } => {
+            let role = gateway::config_check::check(&file, role)?;
+            println!("{}: ok ({} config)", file.display(), role.name());
+            Ok(())
+        }
         Command::Mixnode { config, metrics } => {
             gateway::roles::run_node(&config, gateway::roles::NodeKind::Mix, metrics).await
         }
