@@ -3,6 +3,7 @@
 //! Layers, one way: [`api`] (axum handlers, ruma request types, Matrix errors) calls
 //! [`service`] (business logic) which uses the typed stores of the `storage` crate.
 
+pub mod admin_client;
 pub mod api;
 pub mod client_addr;
 pub mod config;

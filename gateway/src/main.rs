@@ -129,10 +129,18 @@ enum Command {
         #[command(subcommand)]
         task: ConfigTask,
     },
-    /// Operator tasks on a gateway's data (run while the gateway is stopped).
+    /// Operator tasks: on a stopped gateway's data, or with `--url` on a running gateway
+    /// through its admin API (an admin's access token in `--token-file`).
     Admin {
         #[command(flatten)]
         gateway: GatewayArgs,
+        /// A running gateway's base URL (e.g. http://127.0.0.1:8008): act through its admin
+        /// API instead of opening the data folder.
+        #[arg(long, requires = "token_file")]
+        url: Option<String>,
+        /// File holding an admin's access token (with `--url`).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         task: AdminTask,
     },
@@ -180,9 +188,38 @@ enum AdminTask {
     },
 }
 
+/// `mixgate admin --url … --token-file …`: the same tasks through a running gateway's API.
+async fn admin_remote(
+    url: &str,
+    token_file: &std::path::Path,
+    task: AdminTask,
+) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("reading the admin token from {}", token_file.display()))?;
+    let client = gateway::admin_client::AdminClient::new(url, &token);
+    match task {
+        AdminTask::CreateUser {
+            username,
+            password,
+            admin,
+        } => println!("{}", client.create_user(&username, &password, admin).await?),
+        AdminTask::ResetPassword { username, password } => {
+            let user = client.reset_password(&username, &password).await?;
+            println!("password of {user} changed");
+        }
+        AdminTask::CreateRegistrationToken { uses } => {
+            println!("{}", client.create_registration_token(uses).await?)
+        }
+    }
+    Ok(())
+}
+
 async fn admin(args: &GatewayArgs, task: AdminTask) -> anyhow::Result<()> {
     let config = args.load()?;
-    let gw = gateway::service::Gateway::open(config).context("opening the gateway's data")?;
+    let gw = gateway::service::Gateway::open(config).context(
+        "opening the gateway's data (if the gateway is running, use --url URL --token-file FILE \
+         to act through its admin API)",
+    )?;
     match task {
         AdminTask::CreateUser {
             username,
@@ -252,7 +289,15 @@ async fn run() -> anyhow::Result<()> {
             }
             gateway::serve::run(config).await
         }
-        Command::Admin { gateway, task } => admin(&gateway, task).await,
+        Command::Admin {
+            gateway,
+            url,
+            token_file,
+            task,
+        } => match (url, token_file) {
+            (Some(url), Some(file)) => admin_remote(&url, &file, task).await,
+            _ => admin(&gateway, task).await,
+        },
         Command::Config {
             task: ConfigTask::Check { file, role },
         } => {
