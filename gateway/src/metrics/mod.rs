@@ -8,9 +8,11 @@
 //! index of a gateway or node inside this process.
 
 pub mod encode;
+pub mod history;
 pub mod http;
 pub mod server;
 pub mod sources;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -44,6 +46,11 @@ impl Metrics {
     /// Where roles add what they count.
     pub fn sources(&self) -> &Sources {
         &self.sources
+    }
+
+    /// The same sources, shared (for the status page's sampler).
+    pub fn shared_sources(&self) -> Arc<Sources> {
+        self.sources.clone()
     }
 
     /// The middleware state of the gateway labelled `gateway`.

@@ -1,11 +1,11 @@
-//! The metrics listener: `GET /metrics` (Prometheus text).
+//! The metrics listener: `GET /metrics` (Prometheus text) and `GET /` (the status page).
 
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use tokio::task::JoinHandle;
 
-use super::Metrics;
+use super::{history::History, Metrics};
 
 /// The metrics listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -22,20 +22,52 @@ pub enum MetricsError {
     },
 }
 
-/// A running metrics listener; stops when dropped.
+/// A running metrics listener; stops (with its sampler) when dropped.
 pub struct MetricsServer {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
     task: JoinHandle<()>,
+    sampler: JoinHandle<()>,
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.task.abort();
+        self.sampler.abort();
     }
 }
 
-async fn scrape(State(m): State<Arc<Metrics>>) -> axum::response::Response {
+#[derive(Clone)]
+struct Served {
+    metrics: Arc<Metrics>,
+    history: Arc<History>,
+}
+
+async fn status(State(s): State<Served>) -> axum::response::Response {
+    // Node and directory probes take short locks; off the async workers all the same.
+    let page = tokio::task::spawn_blocking(move || {
+        super::status::render(s.metrics.sources(), &s.history.samples())
+    })
+    .await;
+    match page {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(_) => http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn scrape(State(s): State<Served>) -> axum::response::Response {
+    let m = s.metrics;
     // Counting accounts, rooms and events walks storage: off the async workers, so a scrape
     // never holds up the gateway.
     match tokio::task::spawn_blocking(move || m.render()).await {
@@ -67,14 +99,21 @@ pub async fn serve(
         .await
         .map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
+    let history = Arc::new(History::default());
+    let sampler = history.spawn_sampler(metrics.shared_sources());
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(metrics);
+        .route("/", get(status))
+        .with_state(Served { metrics, history });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("metrics listener stopped: {e}");
         }
     });
-    tracing::info!(%addr, "metrics listening (GET /metrics)");
-    Ok(MetricsServer { addr, task })
+    tracing::info!(%addr, "metrics listening (GET /metrics, status page at /)");
+    Ok(MetricsServer {
+        addr,
+        task,
+        sampler,
+    })
 }
