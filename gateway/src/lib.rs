@@ -16,6 +16,7 @@ pub mod peering;
 pub mod roles;
 pub mod serve;
 pub mod service;
+pub mod shutdown;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod up;

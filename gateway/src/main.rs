@@ -124,6 +124,12 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
     },
+    /// Print the public key (hex) of a node's or directory authority's key file, creating
+    /// the file if it does not exist (for `authorities`, `[[peers]] key` and `allowed`).
+    Key {
+        /// The key file (`key_file` of the role's config).
+        file: PathBuf,
+    },
     /// Configuration files.
     Config {
         #[command(subcommand)]
@@ -298,6 +304,10 @@ async fn run() -> anyhow::Result<()> {
             (Some(url), Some(file)) => admin_remote(&url, &file, task).await,
             _ => admin(&gateway, task).await,
         },
+        Command::Key { file } => {
+            println!("{}", gateway::roles::public_key(&file)?);
+            Ok(())
+        }
         Command::Config {
             task: ConfigTask::Check { file, role },
         } => {

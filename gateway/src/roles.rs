@@ -101,3 +101,12 @@ pub async fn run_directory(file: &Path, metrics_flag: Option<SocketAddr>) -> any
     dir.run().await;
     Ok(())
 }
+
+/// The Ed25519 public key (64 hex characters) of a node's or authority's key file, creating
+/// the file (mode 0600) if it does not exist: what goes into `authorities`, `[[peers]] key`
+/// and `allowed` of the other machines' files.
+pub fn public_key(file: &Path) -> anyhow::Result<String> {
+    let seed = transport::config::load_or_create_seed(file)?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    Ok(data_encoding::HEXLOWER.encode(&key.verifying_key().to_bytes()))
+}

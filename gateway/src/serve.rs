@@ -188,9 +188,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         "gateway ready: point a Matrix client at http://{}",
         running.addr
     );
-    tokio::signal::ctrl_c()
+    crate::shutdown::signal()
         .await
-        .context("waiting for Ctrl-C")?;
+        .context("waiting for Ctrl-C or SIGTERM")?;
     running.abort();
     running.gateway.db.flush().await?;
     tracing::info!("stopped");

@@ -268,9 +268,9 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     writeln!(out, "{ready}")?;
     out.flush()?;
     drop(out);
-    tokio::signal::ctrl_c()
+    crate::shutdown::signal()
         .await
-        .context("waiting for Ctrl-C")?;
+        .context("waiting for Ctrl-C or SIGTERM")?;
     up.stop().await;
     tracing::info!("stopped");
     Ok(())
