@@ -68,6 +68,8 @@ pub struct GatewayConfig {
     pub bundled_aggregations: bool,
     /// Application-service registration files (YAML), added to by `--appservice FILE`.
     pub appservices: Vec<PathBuf>,
+    /// Group keys between gateways (`[group_keys]`): epoch rotation and retention.
+    pub group_keys: crate::peering::groupkeys::KeyPolicy,
     /// Address of the Prometheus metrics and status-page listener (`--metrics`); off unless
     /// set. Keep it on loopback or behind your own authentication.
     pub metrics_listen: Option<SocketAddr>,
@@ -201,6 +203,7 @@ impl Default for GatewayConfig {
             max_connections_per_ip: 64,
             network: None,
             bundled_aggregations: true,
+            group_keys: Default::default(),
             appservices: Vec::new(),
             metrics_listen: None,
             file: None,
@@ -301,6 +304,9 @@ impl GatewayConfig {
         }
         if self.max_connections_per_ip == 0 {
             return Err(invalid("max_connections_per_ip", "at least 1", "0".into()));
+        }
+        if let Err(what) = self.group_keys.check() {
+            return Err(invalid("group_keys", "limits that fit together", what));
         }
         for proxy in &self.trusted_proxies {
             if crate::client_addr::AddrRange::parse(proxy).is_none() {

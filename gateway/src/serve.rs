@@ -102,11 +102,22 @@ pub async fn start_joined_with(
     let mut client = None;
     let link = match &gateway.config.network {
         Some(network) => {
+            let olm_key = crate::peering::groupkeys::GroupKeys::new(
+                gateway.db.clone(),
+                Arc::new(crate::service::clock::SystemClock),
+                gateway.config.group_keys.clone(),
+            )
+            .olm_identity()
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the Olm account: {e}"))?;
             let (net, inbox) = MixnetNet::start(
                 &gateway.identity,
                 gateway.db.clone(),
                 network,
-                MixnetOptions::default(),
+                MixnetOptions {
+                    olm_key: Some(olm_key),
+                    ..MixnetOptions::default()
+                },
             )
             .await
             .with_context(|| {

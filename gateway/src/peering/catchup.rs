@@ -39,13 +39,18 @@ pub const MAX_FILL: usize = 5_000;
 /// Events named as `latest` in one page request.
 const MAX_LATEST: usize = 20;
 
-/// When and how often peering compares a room's extremities with other gateways.
-#[derive(Debug, Clone)]
+/// Timing of peering: when and how often it compares a room's extremities with other
+/// gateways, the clock group keys are timed by, and how often key maintenance runs.
+#[derive(Clone)]
 pub struct PeeringOptions {
     /// First comparison after start (the network has found its peers by then).
     pub catchup_first: Duration,
     /// Comparisons after that.
     pub catchup_every: Duration,
+    /// The clock of epochs, retention and waiting messages (tests drive it by hand).
+    pub clock: std::sync::Arc<dyn crate::service::clock::Clock>,
+    /// How often key maintenance runs (key requests for waiting messages; expiry every 30).
+    pub keys_tick: Duration,
 }
 
 impl Default for PeeringOptions {
@@ -53,7 +58,19 @@ impl Default for PeeringOptions {
         Self {
             catchup_first: Duration::from_secs(5),
             catchup_every: Duration::from_secs(30 * 60),
+            clock: std::sync::Arc::new(crate::service::clock::SystemClock),
+            keys_tick: Duration::from_secs(1),
         }
+    }
+}
+
+impl std::fmt::Debug for PeeringOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeeringOptions")
+            .field("catchup_first", &self.catchup_first)
+            .field("catchup_every", &self.catchup_every)
+            .field("keys_tick", &self.keys_tick)
+            .finish()
     }
 }
 

@@ -8,7 +8,7 @@
 //! Whatever is malformed, forged, for another gateway, too old, or from a gateway with no
 //! member in the room is dropped with a counter and a log line; none of it reaches a client.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use ruma::{
     events::TimelineEventType, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, RoomId,
@@ -86,27 +86,30 @@ fn decode(peer: &Peer, bytes: &[u8]) -> Option<Envelope> {
     Some(envelope)
 }
 
-/// Stores what a durable message carries.
+/// Stores what a durable message carries. Room traffic arrives sealed under the origin's
+/// epoch, what is for this gateway alone under Olm; anything else is refused.
 async fn store(peer: &Peer, envelope: Envelope) -> ApiResult<()> {
     let origin = envelope.origin;
     match envelope.body {
-        Body::Txn { pdus, edus, .. } => {
-            for (room, pdus) in by_room(peer, pdus) {
-                ingest_from(peer, &origin, &room, pdus).await?;
-            }
-            for edu in edus {
-                super::edu::apply(peer, &origin, edu).await?;
-            }
-            Ok(())
+        Body::Sealed {
+            session_id,
+            ciphertext,
+        } => super::seal::receive(peer, &origin, &session_id, &ciphertext).await,
+        Body::Olm { message } => super::olm_channel::receive(peer, &origin, message).await,
+        Body::OlmReset {} => {
+            tracing::info!(origin = %origin, "peering: peer lost our Olm session; starting anew");
+            peer.stats.note("olm_reset");
+            peer.keys
+                .forget_olm_sessions(&origin)
+                .await
+                .map_err(|e| crate::error::ApiError::internal(format!("olm: {e}")))
         }
-        Body::Invite {
-            room_version,
-            event,
-            invite_state,
-        } => invite(peer, &origin, room_version, event, invite_state).await,
         other => {
-            tracing::info!(origin = %origin, "peering: a request sent as a message");
-            peer.stats.dropped(kind_label(&other));
+            tracing::info!(origin = %origin, "peering: dropped an unencrypted {}", kind_label(&other));
+            peer.stats.dropped(match other {
+                Body::Txn { .. } | Body::Invite { .. } => "unsealed",
+                ref o => kind_label(o),
+            });
             Ok(())
         }
     }
@@ -115,18 +118,6 @@ async fn store(peer: &Peer, envelope: Envelope) -> ApiResult<()> {
 #[derive(Deserialize)]
 struct RoomOf {
     room_id: OwnedRoomId,
-}
-
-/// Groups PDUs by their room; PDUs without a room id are dropped.
-fn by_room(peer: &Peer, pdus: Vec<RawPdu>) -> BTreeMap<OwnedRoomId, Vec<RawPdu>> {
-    let mut rooms: BTreeMap<OwnedRoomId, Vec<RawPdu>> = BTreeMap::new();
-    for pdu in pdus {
-        match serde_json::from_str::<RoomOf>(pdu.get()) {
-            Ok(r) => rooms.entry(r.room_id).or_default().push(pdu),
-            Err(_) => peer.stats.dropped("malformed"),
-        }
-    }
-    rooms
 }
 
 /// Verifies PDUs of one room sent by `origin`; refused ones are counted and dropped.
@@ -215,8 +206,8 @@ pub(super) fn count(peer: &Peer, outcome: &Ingested) {
     }
 }
 
-/// An invite of a local user into a room on other gateways.
-async fn invite(
+/// An invite of a local user into a room on other gateways (it arrives under Olm).
+pub(super) async fn invite(
     peer: &Peer,
     origin: &ServerName,
     room_version: ruma::RoomVersionId,
@@ -280,10 +271,27 @@ async fn invite(
         .await
 }
 
-/// Answers one request.
+/// Answers one request, encrypted to the key the request carries.
 async fn answer(peer: &Peer, envelope: Envelope, reply: Reply) {
     let origin = envelope.origin.clone();
-    let body = match respond(peer, envelope).await {
+    let Body::Asking { reply_key, request } = envelope.body else {
+        // Without a key the answer could not be sealed: refuse (the refusal holds nothing).
+        peer.stats.dropped("request_without_key");
+        let body = Body::Error {
+            errcode: "M_UNRECOGNIZED".into(),
+            error: "requests must carry a reply key".into(),
+        };
+        let bytes = peer.encode(&origin, body);
+        if let Err(e) = reply.send(bytes) {
+            tracing::info!(origin = %origin, "peering: answer not sent: {e}");
+        }
+        return;
+    };
+    let inner = Envelope {
+        body: *request,
+        ..envelope
+    };
+    let body = match respond(peer, inner).await {
         Ok(body) => body,
         Err(e) => Body::Error {
             errcode: e.errcode.to_owned(),
@@ -294,14 +302,22 @@ async fn answer(peer: &Peer, envelope: Envelope, reply: Reply) {
         tracing::info!(origin = %origin, errcode, "peering: request refused");
         peer.stats.dropped("request_refused");
     }
-    let mut bytes = peer.encode(&origin, body);
+    peer.tap(&origin, &body);
+    let sealed = |body: &Body| match super::reply_seal::seal_answer(&reply_key, body) {
+        Ok(b) => b,
+        Err(e) => Body::Error {
+            errcode: "M_BAD_JSON".into(),
+            error: format!("bad reply key: {e}"),
+        },
+    };
+    let mut bytes = peer.encode(&origin, sealed(&body));
     if bytes.len() > MAX_MESSAGE {
         bytes = peer.encode(
             &origin,
-            Body::Error {
+            sealed(&Body::Error {
                 errcode: "M_TOO_LARGE".into(),
                 error: "the answer does not fit one message".into(),
-            },
+            }),
         );
     }
     peer.stats.sent(bytes.len());
@@ -345,6 +361,10 @@ async fn respond(peer: &Peer, envelope: Envelope) -> ApiResult<Body> {
         Body::ClaimKeys { one_time_keys } => Ok(Body::Claimed {
             body: federated::answer_claim(&peer.gw, &origin, &one_time_keys).await?,
         }),
+        Body::ClaimOlmKey {} => super::seal::answer_claim(peer, &origin).await,
+        Body::KeyRequest { session_id } => {
+            super::seal::answer_key_request(peer, &origin, &session_id).await
+        }
         other => Err(crate::error::ApiError::unrecognized(format!(
             "not a request: {}",
             kind_label(&other)
@@ -378,6 +398,15 @@ fn kind_label(body: &Body) -> &'static str {
         Body::Keys { .. } => "keys",
         Body::ClaimKeys { .. } => "claim_keys",
         Body::Claimed { .. } => "claimed",
+        Body::Sealed { .. } => "sealed",
+        Body::Olm { .. } => "olm",
+        Body::OlmReset { .. } => "olm_reset",
+        Body::ClaimOlmKey { .. } => "claim_olm_key",
+        Body::OlmKey { .. } => "olm_key",
+        Body::KeyRequest { .. } => "key_request",
+        Body::RoomKey { .. } => "room_key",
+        Body::Asking { .. } => "asking",
+        Body::Answer { .. } => "answer",
         Body::Error { .. } => "error",
     }
 }

@@ -19,25 +19,36 @@ pub mod backfill;
 pub mod catchup;
 pub mod compress;
 pub mod edu;
+pub mod groupkeys;
 pub mod handshake;
 pub mod inbound;
 pub mod media;
 pub mod net;
+pub mod olm_channel;
 pub mod outbound;
 pub mod remote;
+pub mod reply_seal;
+pub mod seal;
 pub mod stats;
 #[cfg(test)]
 mod tests;
 pub mod wire;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use ruma::{MilliSecondsSinceUnixEpoch, ServerName};
 
 use crate::service::Gateway;
 pub use catchup::PeeringOptions;
+use groupkeys::GroupKeys;
+pub use groupkeys::KeyPolicy;
 use net::{NetError, PeerInbox, PeerNet, MAX_MESSAGE};
 pub use remote::{channel, Commands, RemoteHandle};
+use ruma::OwnedServerName;
 pub use stats::PeeringStats;
 use wire::{Body, Envelope};
 
@@ -59,6 +70,12 @@ const _: () =
 /// a whole message costs a join about 16 extra packets.
 const SMALL_ANSWER: usize = 8 * 1024;
 
+/// Reply capacity asked for a media chunk: a chunk of 40 KiB that does not compress comes to
+/// about 42 KiB on the wire (base64 twice, each time taken back by the compression), so a
+/// quarter of a whole message's reply blocks are saved on every chunk.
+const MEDIA_ANSWER: usize = 48 * 1024;
+const _: () = assert!(media::CHUNK + 8 * 1024 <= MEDIA_ANSWER);
+
 /// What every part of peering shares.
 pub struct Peer {
     /// The gateway whose rooms are shared.
@@ -69,6 +86,15 @@ pub struct Peer {
     pub stats: Arc<PeeringStats>,
     /// Timing of catch-up.
     pub options: PeeringOptions,
+    /// Olm sessions and Megolm epochs with other gateways.
+    pub keys: Arc<GroupKeys>,
+    /// When a one-time key claim last failed, per peer (sends back off).
+    claim_failures: Mutex<HashMap<OwnedServerName, Instant>>,
+    /// When an `OlmReset` was last sent, per peer.
+    resets_sent: Mutex<HashMap<OwnedServerName, Instant>>,
+    /// Tests only: every envelope this gateway encrypted, as its plaintext JSON.
+    #[cfg(test)]
+    pub(crate) tap: Mutex<Option<Vec<Vec<u8>>>>,
 }
 
 /// A request that got no usable answer.
@@ -97,6 +123,16 @@ impl Peer {
             destination: to.to_owned(),
             ts: u64::from(MilliSecondsSinceUnixEpoch::now().get()),
             body,
+        }
+    }
+
+    /// Tests only: keeps the plaintext of an envelope about to be encrypted (what the wire
+    /// would carry without group keys), for the compression measurements.
+    pub(crate) fn tap(&self, _to: &ServerName, _body: &Body) {
+        #[cfg(test)]
+        if let Some(samples) = self.tap.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let envelope = self.envelope(_to, _body.clone());
+            samples.push(serde_json::to_vec(&envelope).unwrap_or_default());
         }
     }
 
@@ -132,11 +168,18 @@ impl Peer {
                 | Body::QueryProfile { .. }
                 | Body::RoomHeads { .. }
                 | Body::QueryMedia { .. }
+                | Body::ClaimOlmKey { .. }
+                | Body::KeyRequest { .. }
         );
-        let capacity = if small { SMALL_ANSWER } else { MAX_MESSAGE };
+        let capacity = match body {
+            _ if small => SMALL_ANSWER,
+            Body::FetchMedia { .. } => MEDIA_ANSWER,
+            _ => MAX_MESSAGE,
+        };
         let mut attempt = 0;
-        let answer = loop {
-            let bytes = self.encode(to, body.clone());
+        let (answer, asker) = loop {
+            let asker = reply_seal::Asker::new();
+            let bytes = self.encode(to, asker.wrap(body.clone()));
             self.stats.sent(bytes.len());
             let wait = waits.get(attempt).copied().unwrap_or(REQUEST_WAIT);
             match self.net.request(to, bytes, capacity, wait).await {
@@ -144,7 +187,7 @@ impl Peer {
                     tracing::debug!(peer = %to, "request unanswered; asking again");
                     attempt += 1;
                 }
-                other => break other?,
+                other => break (other?, asker),
             }
         };
         let envelope = wire::decode(self.gw.server_name(), &answer)
@@ -155,7 +198,13 @@ impl Peer {
                 envelope.origin
             )));
         }
-        match envelope.body {
+        let body = match envelope.body {
+            Body::Answer { ciphertext } => asker.open(&ciphertext).map_err(AskError::BadAnswer)?,
+            // A refusal of the request's form itself comes unencrypted (it holds nothing).
+            err @ Body::Error { .. } => err,
+            _ => return Err(AskError::BadAnswer("unencrypted answer".into())),
+        };
+        match body {
             Body::Error { errcode, error } => Err(AskError::Refused { errcode, error }),
             body => Ok(body),
         }
@@ -181,18 +230,50 @@ pub fn spawn_with(
     commands: Commands,
     options: PeeringOptions,
 ) -> Arc<PeeringStats> {
-    let stats = Arc::new(PeeringStats::default());
-    let peer = Arc::new(Peer {
-        gw: gateway,
-        net,
-        stats: stats.clone(),
-        options,
-    });
+    spawn_peer(gateway, net, inbox, commands, options)
+        .stats
+        .clone()
+}
+
+/// [`spawn_with`], returning the whole peering state (tests look at its keys).
+pub(crate) fn spawn_peer(
+    gateway: Arc<Gateway>,
+    net: Arc<dyn PeerNet>,
+    inbox: Box<dyn PeerInbox>,
+    commands: Commands,
+    options: PeeringOptions,
+) -> Arc<Peer> {
+    let peer = start(gateway, net, options);
     tokio::spawn(catchup::run(peer.clone()));
     tokio::spawn(outbound::run(peer.clone()));
     tokio::spawn(outbound::run_edus(peer.clone()));
     tokio::spawn(outbound::retry(peer.clone()));
+    tokio::spawn(seal::maintain(peer.clone(), peer.options.keys_tick));
     tokio::spawn(inbound::run(peer.clone(), inbox));
-    tokio::spawn(remote::serve(peer, commands));
-    stats
+    tokio::spawn(remote::serve(peer.clone(), commands));
+    peer
+}
+
+/// The shared peering state of `gateway` (its tasks not started yet).
+pub(crate) fn start(
+    gateway: Arc<Gateway>,
+    net: Arc<dyn PeerNet>,
+    options: PeeringOptions,
+) -> Arc<Peer> {
+    let keys = Arc::new(GroupKeys::new(
+        gateway.db.clone(),
+        options.clock.clone(),
+        gateway.config.group_keys.clone(),
+    ));
+    Arc::new(Peer {
+        gw: gateway,
+        net,
+        stats: Arc::new(PeeringStats::default()),
+        options,
+        keys,
+        claim_failures: Mutex::default(),
+        resets_sent: Mutex::default(),
+        #[cfg(test)]
+        tap: Mutex::default(),
+    })
 }

@@ -102,6 +102,12 @@ pub trait PeerNet: Send + Sync + 'static {
 
     /// Confirms a received message: it is stored, so the sender may forget it.
     fn confirm(&self, id: InboundId);
+
+    /// The Olm identity key `peer` published (signed) where this network lists gateways, if
+    /// it lists any (the in-memory hub does not).
+    fn olm_identity(&self, _peer: &ServerName) -> Option<String> {
+        None
+    }
 }
 
 /// The receiving half, owned by the inbound loop alone.

@@ -8,9 +8,13 @@
 //! stripped state. A send that fails (a peer not in the directory yet) is kept in a durable
 //! retry table and tried again.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
-use ruma::{events::TimelineEventType, OwnedServerName, ServerName, UserId};
+use ruma::{events::TimelineEventType, OwnedRoomId, OwnedServerName, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storage::{key, u64_be, Batch, Table};
@@ -50,6 +54,9 @@ struct Retry {
     to: OwnedServerName,
     body: Body,
     tries: u32,
+    /// The body is still to be encrypted under Olm when it goes.
+    #[serde(default)]
+    olm: bool,
 }
 
 /// Runs the sender until the gateway's stream closes.
@@ -70,7 +77,13 @@ pub async fn run(peer: Arc<Peer>) {
     }
 }
 
-/// Sends what follows the cursor; `true` if there may be more.
+/// Consecutive events of a room that go to the same gateways.
+type Run = (BTreeSet<OwnedServerName>, Vec<RawPdu>);
+
+/// Sends what follows the cursor; `true` if there may be more. Each room's events go sealed
+/// under this gateway's epoch for the room, in runs that share their destinations (so a kick
+/// still reaches the kicked gateway under the epoch it holds, and what follows goes under a
+/// new one); invites of users whose gateway is not in the room go under Olm.
 async fn round(peer: &Peer) -> ApiResult<bool> {
     let db = &peer.gw.db;
     let cursor = cursor_table().get(db, CURSOR_KEY)?.unwrap_or(0);
@@ -78,7 +91,8 @@ async fn round(peer: &Peer) -> ApiResult<bool> {
     let Some((last, _)) = events.last().cloned() else {
         return Ok(false);
     };
-    let mut per_dest: BTreeMap<OwnedServerName, Vec<RawPdu>> = BTreeMap::new();
+    // Per room, in order: runs of events with the same destinations.
+    let mut runs: BTreeMap<OwnedRoomId, Vec<Run>> = BTreeMap::new();
     let mut invites = Vec::new();
     for (_, id) in &events {
         let Some((pdu, stored)) = peer.gw.rooms.get_pdu(id)? else {
@@ -88,6 +102,7 @@ async fn round(peer: &Peer) -> ApiResult<bool> {
             continue;
         }
         let invitee = invited_user(&pdu.kind, pdu.state_key.as_deref(), &pdu.content_value());
+        let mut dests = BTreeSet::new();
         for dest in peer
             .gw
             .rooms
@@ -117,20 +132,25 @@ async fn round(peer: &Peer) -> ApiResult<bool> {
                 }
                 continue;
             }
-            per_dest.entry(dest).or_default().push(stored.json.clone());
+            dests.insert(dest);
+        }
+        if dests.is_empty() {
+            continue;
+        }
+        let room_runs = runs.entry(pdu.room_id.clone()).or_default();
+        match room_runs.last_mut() {
+            Some((d, pdus)) if *d == dests => pdus.push(stored.json.clone()),
+            _ => room_runs.push((dests, vec![stored.json.clone()])),
         }
     }
     for (dest, body) in invites {
-        deliver(peer, &dest, body).await?;
+        deliver_olm(peer, &dest, body).await?;
     }
-    for (dest, pdus) in per_dest {
-        for chunk in chunks(pdus) {
-            let body = Body::Txn {
-                id: random_string(16),
-                pdus: chunk,
-                edus: Vec::new(),
-            };
-            deliver(peer, &dest, body).await?;
+    for (room, room_runs) in runs {
+        for (dests, pdus) in room_runs {
+            for chunk in chunks(pdus) {
+                super::seal::send_room(peer, &room, &dests, &dests, chunk, Vec::new()).await?;
+            }
         }
     }
     let mut batch = Batch::new();
@@ -227,13 +247,35 @@ async fn edu_round(peer: &Peer) -> ApiResult<()> {
         }
     }
     for (dest, edus) in per_dest {
-        for chunk in edu_chunks(edus) {
+        // Typing and receipts go sealed under the room's epoch; the rest under Olm.
+        let mut of_rooms: BTreeMap<OwnedRoomId, Vec<Edu>> = BTreeMap::new();
+        let mut for_gateway = Vec::new();
+        for edu in edus {
+            match &edu {
+                Edu::Typing { room_id, .. } | Edu::Receipt { room_id, .. } => {
+                    of_rooms.entry(room_id.clone()).or_default().push(edu)
+                }
+                _ => for_gateway.push(edu),
+            }
+        }
+        for (room, edus) in of_rooms {
+            let readers = gw.rooms.member_servers(&room)?;
+            if !readers.contains(&dest) {
+                peer.stats.dropped("edu_not_reader");
+                continue;
+            }
+            let to = BTreeSet::from([dest.clone()]);
+            for chunk in edu_chunks(edus) {
+                super::seal::send_room(peer, &room, &readers, &to, Vec::new(), chunk).await?;
+            }
+        }
+        for chunk in edu_chunks(for_gateway) {
             let body = Body::Txn {
                 id: random_string(16),
                 pdus: Vec::new(),
                 edus: chunk,
             };
-            deliver(peer, &dest, body).await?;
+            deliver_olm(peer, &dest, body).await?;
         }
     }
     if let Some((last, _)) = queued.last() {
@@ -282,6 +324,34 @@ pub async fn deliver(peer: &Peer, to: &ServerName, body: Body) -> ApiResult<()> 
                     to: to.to_owned(),
                     body,
                     tries: 1,
+                    olm: false,
+                },
+            )?;
+            peer.gw.db.apply(batch)?;
+            peer.gw.db.flush().await?;
+            Ok(())
+        }
+    }
+}
+
+/// Sends `body` to `to` under Olm now, or keeps it (in plaintext, in this gateway's store) to
+/// be encrypted and sent by [`retry`] once a session can be made.
+pub async fn deliver_olm(peer: &Peer, to: &ServerName, body: Body) -> ApiResult<()> {
+    match super::olm_channel::try_send(peer, to, &body).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::info!(peer = %to, "peering: Olm send deferred ({e:?})");
+            peer.stats.dropped("send_deferred");
+            let mut batch = Batch::new();
+            let id = random_string(12);
+            retry_table().put(
+                &mut batch,
+                &key(&[to.as_bytes(), &u64_be(now_ms()), id.as_bytes()]),
+                &Retry {
+                    to: to.to_owned(),
+                    body,
+                    tries: 1,
+                    olm: true,
                 },
             )?;
             peer.gw.db.apply(batch)?;
@@ -308,7 +378,16 @@ pub async fn retry(peer: Arc<Peer>) {
         };
         for (k, mut entry) in entries {
             let mut batch = Batch::new();
-            match peer.send(&entry.to, entry.body.clone()).await {
+            let sent = if entry.olm {
+                super::olm_channel::try_send(&peer, &entry.to, &entry.body)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            } else {
+                peer.send(&entry.to, entry.body.clone())
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match sent {
                 Ok(()) => retry_table().delete(&mut batch, &k),
                 Err(_) if entry.tries >= MAX_TRIES => {
                     tracing::warn!(peer = %entry.to, "peering: giving up a message");

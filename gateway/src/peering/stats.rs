@@ -16,6 +16,7 @@ pub struct PeeringStats {
     messages_in: AtomicU64,
     pdus_accepted: AtomicU64,
     dropped: Mutex<BTreeMap<&'static str, u64>>,
+    noted: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl PeeringStats {
@@ -39,6 +40,36 @@ impl PeeringStats {
     pub fn dropped(&self, reason: &'static str) {
         let mut map = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(reason).or_default() += 1;
+    }
+
+    /// Something worth counting happened that is not a drop (a key accepted, a message held
+    /// for its key, an epoch started).
+    pub fn note(&self, what: &'static str) {
+        let mut map = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(what).or_default() += 1;
+    }
+
+    /// A new epoch started for `why` (counted as `rotated_<why>` notes and `rotations`).
+    pub fn rotated(&self, why: &'static str) {
+        self.note("rotations");
+        self.note(match why {
+            "first" => "rotated_first",
+            "reader_left" => "rotated_reader_left",
+            "joiner" => "rotated_joiner",
+            "visibility" => "rotated_visibility",
+            "messages" => "rotated_messages",
+            _ => "rotated_age",
+        });
+    }
+
+    /// Notes by name.
+    pub fn notes(&self) -> BTreeMap<&'static str, u64> {
+        self.noted.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// One note's count.
+    pub fn noted(&self, what: &str) -> u64 {
+        self.notes().get(what).copied().unwrap_or(0)
     }
 
     /// Messages sent.

@@ -24,6 +24,7 @@ use crate::{
 mod backfill;
 mod catchup;
 mod corpus;
+mod groupkeys;
 mod media;
 mod relations;
 mod restricted;
@@ -32,6 +33,7 @@ struct Node {
     gw: Arc<Gateway>,
     app: Router,
     stats: Arc<PeeringStats>,
+    peer: Arc<super::Peer>,
 }
 
 struct Net {
@@ -45,6 +47,14 @@ impl Net {
     }
 
     fn with_options(n: usize, options: super::PeeringOptions) -> Net {
+        Self::with_keys(n, options, Default::default())
+    }
+
+    fn with_keys(
+        n: usize,
+        options: super::PeeringOptions,
+        keys: super::groupkeys::KeyPolicy,
+    ) -> Net {
         let hub = MemoryHub::new();
         let mut nodes = Vec::new();
         for _ in 0..n {
@@ -53,18 +63,20 @@ impl Net {
                 GatewayConfig {
                     memory_only: true,
                     registration: RegistrationMode::Open,
+                    group_keys: keys.clone(),
                     ..GatewayConfig::default()
                 },
                 Arc::new(remote),
             )
             .expect("open");
             let (net, inbox) = hub.attach(gw.server_name());
-            let stats =
-                super::spawn_with(gw.clone(), net, Box::new(inbox), commands, options.clone());
+            let peer =
+                super::spawn_peer(gw.clone(), net, Box::new(inbox), commands, options.clone());
             nodes.push(Node {
                 app: crate::api::router(gw.clone()),
                 gw,
-                stats,
+                stats: peer.stats.clone(),
+                peer,
             });
         }
         Net { hub, nodes }
@@ -689,54 +701,35 @@ async fn bad_messages_are_dropped_and_counted() {
     evil.send(&target, wire::encode(&net.nodes[1].gw.identity, &other))
         .await
         .expect("send");
-    // A well-signed PDU from a gateway with nobody in the room.
-    let (mallory, _) = net.user(1, "mallory").await;
-    let pdu_json = {
-        let gw1 = &net.nodes[1].gw;
-        let heads = net.nodes[0].gw.rooms.heads(&room).expect("heads");
-        let create = net.nodes[0]
-            .gw
-            .rooms
-            .state_entry(&room, "m.room.create", "")
-            .expect("c")
-            .expect("c")
-            .event_id;
-        let mut object: ruma::CanonicalJsonObject = serde_json::from_value(json!({
-            "room_id": room, "sender": mallory, "type": "m.room.message", "origin_server_ts": 1,
-            "content": {"body": "spam"}, "prev_events": heads, "auth_events": [create], "depth": 99,
-        }))
-        .expect("object");
-        ruma::signatures::hash_and_sign_event(
-            gw1.server_name().as_str(),
-            gw1.identity.keypair(),
-            &mut object,
-            &crate::service::rooms::rules_for(&ruma::RoomVersionId::V11)
-                .expect("rules")
-                .redaction,
-        )
-        .expect("sign");
-        serde_json::value::to_raw_value(&object).expect("raw")
-    };
-    let now = u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get());
-    let spam = Envelope {
-        ts: now,
-        body: Body::Txn {
-            id: "y".into(),
-            pdus: vec![pdu_json],
-            edus: vec![],
-        },
-        ..envelope.clone()
-    };
-    evil.send(&target, wire::encode(&net.nodes[1].gw.identity, &spam))
-        .await
-        .expect("send");
+    // Room traffic in the clear: refused, whatever it carries.
+    evil.send(
+        &target,
+        wire::encode(
+            &net.nodes[1].gw.identity,
+            &Envelope {
+                ts: u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()),
+                ..envelope.clone()
+            },
+        ),
+    )
+    .await
+    .expect("send");
+    // A room key from a gateway with nobody in the room, then a message under it; and a room
+    // key for a room the receiver is not in.
+    let sealed = share_key_from(&net, 1, 0, &room, None).await;
+    net.nodes[1].peer.send(&target, sealed).await.expect("send");
+    let elsewhere = OwnedRoomId::try_from("!elsewhere:example.org").expect("room");
+    share_key_from(&net, 1, 0, &elsewhere, None).await;
 
     let stats = &net.nodes[0].stats;
-    until("all four dropped", || {
+    until("all dropped", || {
         stats.drops_of("malformed") >= 1
             && stats.drops_of("signature") >= 1
             && stats.drops_of("destination") >= 1
-            && (stats.drops_of("auth") + stats.drops_of("not_in_room")) >= 1
+            && stats.drops_of("unsealed") >= 1
+            && stats.drops_of("key_share_not_in_room") >= 1
+            && stats.drops_of("key_share_unknown_room") >= 1
+            && stats.noted("held_for_key") >= 1
     })
     .await;
     assert!(
@@ -744,6 +737,37 @@ async fn bad_messages_are_dropped_and_counted() {
         "nothing reached a client"
     );
     until("all confirmed", || net.hub.pending(&target) == 0).await;
+}
+
+/// Gateway `from` starts an epoch in `room` (encrypting a message), shares its key with
+/// gateway `to` under Olm (with `membership` beside it), and returns the sealed message.
+async fn share_key_from(
+    net: &Net,
+    from: usize,
+    to: usize,
+    room: &OwnedRoomId,
+    membership: Option<wire::RawPdu>,
+) -> Body {
+    let peer = &net.nodes[from].peer;
+    let readers = std::collections::BTreeSet::from([net.name(to).to_owned()]);
+    let payload = super::reply_seal::encode_payload(&Body::Txn {
+        id: "t".into(),
+        pdus: vec![],
+        edus: vec![],
+    });
+    let sealing = peer
+        .keys
+        .seal(room, &readers, "shared", 1, &payload)
+        .await
+        .expect("seal");
+    let (_, share) = sealing.shares.into_iter().next().expect("a share");
+    super::olm_channel::try_send(peer, net.name(to), &Body::RoomKey { share, membership })
+        .await
+        .expect("olm send");
+    Body::Sealed {
+        session_id: sealing.session_id,
+        ciphertext: sealing.ciphertext,
+    }
 }
 
 fn device_keys(user: &UserId, device: &str) -> Value {

@@ -233,6 +233,62 @@ pub enum Body {
         /// The answer body.
         body: Value,
     },
+    /// PDUs and EDUs of one room, encrypted under the origin's current epoch for the room
+    /// (durable). The plaintext is a compressed `Txn` whose PDUs and EDUs are all of the room
+    /// the session belongs to.
+    Sealed {
+        /// The Megolm session (the epoch).
+        session_id: String,
+        /// The Megolm message (base64).
+        ciphertext: String,
+    },
+    /// A message for the destination alone, under the pairwise Olm session (durable). The
+    /// plaintext is a compressed `RoomKey`, `Txn` (EDUs that are not of a room) or `Invite`.
+    Olm {
+        /// The Olm message.
+        message: OlmCiphertext,
+    },
+    /// The origin could not decrypt an Olm message of the destination (its session is lost):
+    /// the destination forgets its sessions with the origin and starts a new one (durable).
+    OlmReset {},
+    /// Request: one Olm one-time key of the destination.
+    ClaimOlmKey {},
+    /// Response to `ClaimOlmKey`.
+    OlmKey {
+        /// The destination's Olm identity key (Curve25519, base64).
+        identity_key: String,
+        /// A one-time key made for this claim (base64).
+        one_time_key: String,
+    },
+    /// Request: the key of an epoch of the destination (a message under it arrived first).
+    KeyRequest {
+        /// The Megolm session.
+        session_id: String,
+    },
+    /// A room key (the plaintext of an `Olm` message, or the answer to `KeyRequest`).
+    RoomKey {
+        /// The key.
+        share: RoomKeyShare,
+        /// A membership event of one of the origin's joined users, for a destination that may
+        /// not know yet that the origin is in the room (it travels beside the key, not under
+        /// the epoch it opens).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        membership: Option<RawPdu>,
+    },
+    /// A request, with the ephemeral key its answer is to be encrypted to.
+    Asking {
+        /// Curve25519 public key (base64), used once.
+        reply_key: String,
+        /// The request.
+        request: Box<Body>,
+    },
+    /// An answer, encrypted to the request's reply key (vodozemac ECIES: an ephemeral key of
+    /// the answering gateway, X25519, HKDF-SHA256, ChaCha20-Poly1305). The plaintext is the
+    /// compressed answer body.
+    Answer {
+        /// The ECIES message (`key|ciphertext`, base64).
+        ciphertext: String,
+    },
     /// A request was refused.
     Error {
         /// Matrix-like error code (`M_FORBIDDEN`, `M_NOT_FOUND`, ...).
@@ -242,6 +298,7 @@ pub enum Body {
     },
 }
 
+pub use super::groupkeys::{megolm::RoomKeyShare, olm::OlmCiphertext};
 pub use crate::service::edus::Edu;
 
 /// Why a message could not be decoded.

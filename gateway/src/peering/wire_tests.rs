@@ -150,6 +150,64 @@ fn cases(origin: &OwnedServerName) -> Vec<(&'static str, Envelope)> {
             },
         ),
         (
+            "sealed",
+            Body::Sealed {
+                session_id: "u8GQ9kXJzq0Yc3n7l6pY0hZ2m1vX5bTQwE4rS3aD2fI".into(),
+                ciphertext: "AwgAEiDhq1wZ7mD5Kx2J3P0o9nFqVv8YcT3sL6uR1bWg4eH9kP".into(),
+            },
+        ),
+        (
+            "olm",
+            Body::Olm {
+                message: super::OlmCiphertext {
+                    identity_key: "3vXl0wU1B2gY9h8iJ7kL6mN5oP4qR3sT2uV1wX0yZ9a".into(),
+                    kind: 0,
+                    body: "AwogWk5h0bQ1c2D3e4F5g6H7i8J9k0L1m2N3o4P5q6R7".into(),
+                },
+            },
+        ),
+        ("olm_reset", Body::OlmReset {}),
+        ("claim_olm_key", Body::ClaimOlmKey {}),
+        (
+            "olm_key",
+            Body::OlmKey {
+                identity_key: "3vXl0wU1B2gY9h8iJ7kL6mN5oP4qR3sT2uV1wX0yZ9a".into(),
+                one_time_key: "q6R7s8T9u0V1w2X3y4Z5a6B7c8D9e0F1g2H3i4J5k6L".into(),
+            },
+        ),
+        (
+            "key_request",
+            Body::KeyRequest {
+                session_id: "u8GQ9kXJzq0Yc3n7l6pY0hZ2m1vX5bTQwE4rS3aD2fI".into(),
+            },
+        ),
+        (
+            "room_key",
+            Body::RoomKey {
+                share: super::RoomKeyShare {
+                    room_id: room.clone(),
+                    session_id: "u8GQ9kXJzq0Yc3n7l6pY0hZ2m1vX5bTQwE4rS3aD2fI".into(),
+                    session_key: "AQAAAABhYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5eg".into(),
+                },
+                membership: None,
+            },
+        ),
+        (
+            "asking",
+            Body::Asking {
+                reply_key: "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5".into(),
+                request: Box::new(Body::RoomHeads {
+                    room_id: room.clone(),
+                }),
+            },
+        ),
+        (
+            "answer",
+            Body::Answer {
+                ciphertext: "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5|c2VjcmV0".into(),
+            },
+        ),
+        (
             "error",
             Body::Error {
                 errcode: "M_FORBIDDEN".into(),

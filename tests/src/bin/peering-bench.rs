@@ -61,6 +61,10 @@ struct Args {
     /// (remote media over the mixnet); repeatable.
     #[arg(long)]
     media_kib: Vec<usize>,
+    /// Also time this many new gateways, one after another, from their user's join to reading
+    /// a message sent right after it (Olm claim, key share and the message, over the mixnet).
+    #[arg(long, default_value_t = 0)]
+    new_members: usize,
 }
 
 struct Client {
@@ -283,7 +287,39 @@ async fn main() -> anyhow::Result<()> {
             edus: vec![],
         },
     };
-    let message = wire::encode(&gw0.identity, &envelope).len();
+    let plain_message = wire::encode(&gw0.identity, &envelope).len();
+    // The same event as it really goes: sealed under an epoch, in a signed envelope.
+    let keys = gateway::peering::groupkeys::GroupKeys::new(
+        gw0.db.clone(),
+        std::sync::Arc::new(gateway::service::clock::SystemClock),
+        Default::default(),
+    );
+    let scratch_room = ruma::OwnedRoomId::try_from("!bench:example.org")?;
+    let readers = std::collections::BTreeSet::from([envelope.destination.clone()]);
+    let sealed = keys
+        .seal(
+            &scratch_room,
+            &readers,
+            "shared",
+            1,
+            &gateway::peering::reply_seal::encode_payload(&envelope.body),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    keys.end_epoch(&scratch_room)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let message = wire::encode(
+        &gw0.identity,
+        &Envelope {
+            body: Body::Sealed {
+                session_id: sealed.session_id,
+                ciphertext: sealed.ciphertext,
+            },
+            ..envelope
+        },
+    )
+    .len();
     let data = message.div_ceil(CHUNK);
     let parity = data.div_ceil(8);
     let packets = data + parity;
@@ -307,9 +343,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("Poisson model mean (1/λ + 3μ + half a poll interval): {model_ms:.0} ms");
     println!(
-        "one message event: PDU {} B, wire message {} B → {} data + {} parity packets of {} B per destination gateway ({} B on the first link; 5 destinations: {} packets)",
+        "one message event: PDU {} B, wire message {} B sealed ({} B without group keys) → {} data + {} parity packets of {} B per destination gateway ({} B on the first link; 5 destinations: {} packets)",
         stored.json.get().len(),
         message,
+        plain_message,
         data,
         parity,
         PACKET_SIZE,
@@ -326,6 +363,9 @@ async fn main() -> anyhow::Result<()> {
     }
     for kib in &args.media_kib {
         media(&clients, *kib).await?;
+    }
+    if args.new_members > 0 {
+        new_members(&clients[0], &room, &network, dirs.path(), args.new_members).await?;
     }
     for g in gateways {
         g.abort();
@@ -454,6 +494,83 @@ async fn media(clients: &[Client], kib: usize) -> anyhow::Result<()> {
     println!(
         "remote media: {kib} KiB in {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Times new gateways from their user's join to reading the first message sent after it.
+async fn new_members(
+    sender: &Client,
+    room: &str,
+    network: &NetworkConfig,
+    dir: &std::path::Path,
+    count: usize,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()?;
+    let mut times = Vec::new();
+    for n in 0..count {
+        let running = serve::start_joined(GatewayConfig {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.join(format!("new{n}")),
+            registration: RegistrationMode::Open,
+            network: Some(network.clone()),
+            ..GatewayConfig::default()
+        })
+        .await?;
+        let client =
+            Client::register(&http, &format!("http://{}", running.addr), &format!("n{n}")).await?;
+        let (status, body) = client
+            .call(
+                reqwest::Method::POST,
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(json!({})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("join: {body}");
+        }
+        let t0 = Instant::now();
+        let text = format!("welcome {n}");
+        let (status, sent) = sender
+            .call(
+                reqwest::Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/w{n}"),
+                Some(json!({"msgtype": "m.text", "body": text})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("send: {sent}");
+        }
+        loop {
+            let (_, page) = client
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"),
+                    None,
+                )
+                .await?;
+            let got = page["chunk"]
+                .as_array()
+                .is_some_and(|evs| evs.iter().any(|e| e["content"]["body"] == text.as_str()));
+            if got {
+                times.push(t0.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(120) {
+                bail!("new member {n} never read the message");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        running.abort();
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "new member gateway, join → reads the next message ({} gateways): p50 {:.0} ms, max {:.0} ms",
+        times.len(),
+        percentile(&times, 0.5),
+        times.last().copied().unwrap_or(f64::NAN)
     );
     Ok(())
 }

@@ -55,6 +55,8 @@ struct Inner {
     in_flight: HashMap<MailboxId, Vec<(Instant, Item)>>,
     total: usize,
     next_id: u64,
+    /// A copy of every stored item, when recording (tests: what a provider holds).
+    recorded: Option<Vec<Vec<u8>>>,
 }
 
 /// The mailboxes of one provider. It can outlive a provider task, which is how a restarted
@@ -91,6 +93,10 @@ impl Mailboxes {
         if q.len() + held >= self.cfg.quota {
             return Err(StoreError::Quota);
         }
+        if let Some(copies) = g.recorded.as_mut() {
+            copies.push(bytes.clone());
+        }
+        let q = g.boxes.entry(mb).or_default();
         q.push_back(Item {
             id,
             stored: Instant::now(),
@@ -98,6 +104,17 @@ impl Mailboxes {
         });
         g.total += 1;
         Ok(())
+    }
+
+    /// Starts keeping a copy of every item stored from now on (for tests that look at what a
+    /// provider holds, as a seized or curious provider would).
+    pub fn record(&self) {
+        self.lock().recorded.get_or_insert_with(Vec::new);
+    }
+
+    /// The copies kept since [`Mailboxes::record`].
+    pub fn recorded(&self) -> Vec<Vec<u8>> {
+        self.lock().recorded.clone().unwrap_or_default()
     }
 
     /// Hands out up to `n` unexpired items as `(id, bytes)` under a lease; returns them and how

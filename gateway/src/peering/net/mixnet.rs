@@ -54,6 +54,10 @@ pub struct Descriptor {
     pub version: u32,
     /// Where its mailbox is and its end-to-end key.
     pub address: Address,
+    /// Its Olm identity key (Curve25519, base64), signed with the rest of the descriptor by
+    /// the server key; peers check the identity key a one-time key claim returns against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub olm_key: Option<String>,
 }
 
 /// Timing of the mixnet adapter.
@@ -70,6 +74,8 @@ pub struct MixnetOptions {
     pub lookup_pause: Duration,
     /// How long start-up retries publishing the descriptor before it goes on in the background.
     pub publish_wait: Duration,
+    /// The Olm identity key to publish in the descriptor.
+    pub olm_key: Option<String>,
 }
 
 impl Default for MixnetOptions {
@@ -80,6 +86,7 @@ impl Default for MixnetOptions {
             lookup_refreshes: 3,
             lookup_pause: Duration::from_millis(500),
             publish_wait: Duration::from_secs(10),
+            olm_key: None,
         }
     }
 }
@@ -195,6 +202,7 @@ impl MixnetNet {
             serde_json::to_string(&Descriptor {
                 version: DESCRIPTOR_VERSION,
                 address,
+                olm_key: options.olm_key.clone(),
             })
             .map_err(|e| JoinError::Outbox(e.to_string()))?,
             identity.signing_key(),
@@ -244,6 +252,11 @@ impl MixnetNet {
 
     /// The address `peer` published, from the current document.
     fn listed(&self, peer: &ServerName) -> Option<Address> {
+        self.descriptor(peer).map(|d| d.address)
+    }
+
+    /// The descriptor `peer` published, from the current document.
+    fn descriptor(&self, peer: &ServerName) -> Option<Descriptor> {
         let key = crate::identity::key_for_server_name(peer)?;
         let doc = self.sender.document();
         let entry = doc.gateway(&key)?;
@@ -252,7 +265,7 @@ impl MixnetNet {
             return None;
         }
         match serde_json::from_str::<Descriptor>(&entry.descriptor) {
-            Ok(d) if d.version == DESCRIPTOR_VERSION => Some(d.address),
+            Ok(d) if d.version == DESCRIPTOR_VERSION => Some(d),
             _ => {
                 tracing::debug!(%peer, "peer descriptor in an unknown format");
                 None
@@ -294,6 +307,10 @@ impl MixnetNet {
 }
 
 impl PeerNet for MixnetNet {
+    fn olm_identity(&self, peer: &ServerName) -> Option<String> {
+        self.descriptor(peer).and_then(|d| d.olm_key)
+    }
+
     fn send<'a>(
         &'a self,
         to: &'a ServerName,
@@ -406,5 +423,7 @@ async fn republish(directories: Vec<SocketAddr>, entry: Arc<GatewayEntry>, every
     }
 }
 
+#[cfg(test)]
+mod room_tests;
 #[cfg(test)]
 mod tests;

@@ -190,7 +190,7 @@ async fn a_page_does_not_wait_for_a_peer_that_is_gone() {
 
 #[tokio::test]
 async fn garbage_history_answers_are_refused_and_counted() {
-    use crate::peering::{backfill::accept, catchup::PeeringOptions, Peer};
+    use crate::peering::{backfill::accept, catchup::PeeringOptions};
     let net = Net::new(2);
     let (alice, at) = net.user(0, "alice").await;
     let (bob, bt) = net.user(1, "bob").await;
@@ -203,15 +203,13 @@ async fn garbage_history_answers_are_refused_and_counted() {
         .get_pdu(&a.heads(&other).expect("heads")[0])
         .expect("read")
         .expect("event");
-    let peer = Peer {
-        gw: net.nodes[1].gw.clone(),
-        net: net
-            .hub
+    let peer = crate::peering::start(
+        net.nodes[1].gw.clone(),
+        net.hub
             .attach(&ServerName::parse("probe.example").expect("name"))
             .0,
-        stats: Arc::new(PeeringStats::default()),
-        options: PeeringOptions::default(),
-    };
+        PeeringOptions::default(),
+    );
     let from = net.name(0).to_owned();
     let pdus = vec![stray.json.clone()];
     // Reader lists that do not line up with the events.

@@ -7,6 +7,7 @@ fn fast_catchup() -> PeeringOptions {
     PeeringOptions {
         catchup_first: Duration::from_millis(20),
         catchup_every: Duration::from_millis(100),
+        ..PeeringOptions::default()
     }
 }
 
@@ -105,15 +106,10 @@ async fn a_gateway_whose_mail_expired_catches_up_from_its_peers() {
 }
 
 /// A peer handle for gateway `i` alone (its own counters), to ask another gateway directly.
-fn probe(net: &Net, i: usize) -> Peer {
+fn probe(net: &Net, i: usize) -> Arc<Peer> {
     let name = ServerName::parse(format!("probe{i}.example")).expect("name");
     let (link, _inbox) = net.hub.attach(&name);
-    Peer {
-        gw: net.nodes[i].gw.clone(),
-        net: link,
-        stats: Arc::new(PeeringStats::default()),
-        options: PeeringOptions::default(),
-    }
+    crate::peering::start(net.nodes[i].gw.clone(), link, PeeringOptions::default())
 }
 
 /// Message bodies in a `MissingEvents` answer, `None` for a message whose content was withheld.

@@ -12,10 +12,9 @@
 //!   (seed 2) and prints the figures `gateway/README.md` quotes.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use ruma::OwnedServerName;
 
 use super::*;
-use crate::peering::wire::decode;
+use crate::{identity::Identity, peering::reply_seal};
 
 const WORDS: &[&str] = &[
     "the", "a", "to", "and", "of", "I", "you", "it", "is", "that", "in", "we", "for", "on", "this",
@@ -57,7 +56,9 @@ fn sentence(rng: &mut StdRng, len: usize) -> String {
 pub(super) async fn traffic(seed: u64, rooms: usize, messages: usize) -> (Vec<Vec<u8>>, Net) {
     let mut rng = StdRng::seed_from_u64(seed);
     let net = Net::new(3);
-    net.hub.record();
+    for node in &net.nodes {
+        *node.peer.tap.lock().expect("tap") = Some(Vec::new());
+    }
     let users = [
         net.user(0, "alice").await,
         net.user(1, "bob").await,
@@ -201,17 +202,11 @@ pub(super) async fn traffic(seed: u64, rooms: usize, messages: usize) -> (Vec<Ve
         (0..3).all(|i| net.hub.pending(net.name(i)) == 0)
     })
     .await;
-    let names: Vec<OwnedServerName> = (0..3).map(|i| net.name(i).to_owned()).collect();
+    // The plaintext of every envelope, as each gateway encrypted it.
     let samples = net
-        .hub
-        .recorded()
+        .nodes
         .iter()
-        .filter_map(|bytes| {
-            names
-                .iter()
-                .find_map(|n| decode(n, bytes).ok())
-                .and_then(|e| serde_json::to_vec(&e).ok())
-        })
+        .flat_map(|n| n.peer.tap.lock().expect("tap").clone().unwrap_or_default())
         .collect();
     (samples, net)
 }
@@ -233,9 +228,39 @@ async fn train_peering_dictionary() {
     );
 }
 
-/// Bytes of `json` as a v2 message: header, signature and the compressed envelope.
+/// Bytes of `json` as a v2 message without group keys: header, signature and the
+/// compressed envelope.
 fn v2_size(json: &[u8]) -> usize {
     1 + 32 + 64 + crate::peering::compress::compress(json).len()
+}
+
+/// Bytes of the plaintext envelope `json` as it really crosses the wire: its body encrypted
+/// (an answer to its request's key; anything else under a Megolm epoch), in a signed v2
+/// message.
+fn sealed_size(json: &[u8]) -> usize {
+    let mut envelope: Envelope = serde_json::from_slice(json).expect("envelope");
+    let inner = envelope.body.clone();
+    envelope.body = match inner {
+        Body::Txn { .. } => {
+            let mut epoch = vodozemac::megolm::GroupSession::new(Default::default());
+            let message = epoch.encrypt(reply_seal::encode_payload(&inner));
+            Body::Sealed {
+                session_id: epoch.session_id(),
+                ciphertext: base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD_NO_PAD,
+                    message.to_bytes(),
+                ),
+            }
+        }
+        _ => {
+            let asker = reply_seal::Asker::new();
+            let Body::Asking { reply_key, .. } = asker.wrap(Body::ClaimOlmKey {}) else {
+                unreachable!("wrap makes an Asking body")
+            };
+            reply_seal::seal_answer(&reply_key, &inner).expect("seal")
+        }
+    };
+    wire::encode(&Identity::generate(None).expect("identity"), &envelope).len()
 }
 
 #[tokio::test]
@@ -251,13 +276,13 @@ async fn compression_on_fresh_traffic() {
         let v: Value = serde_json::from_slice(s).expect("json");
         if let Some(h) = v["body"]["history"].as_object() {
             let events = h["pdus"].as_array().map_or(0, Vec::len);
-            history.push((events, s.len(), v2_size(s)));
+            history.push((events, s.len(), sealed_size(s)));
         }
         if let Some(t) = v["body"]["txn"].as_object() {
             if t["pdus"].as_array().map_or(0, Vec::len) == 1
                 && t["edus"].as_array().map_or(0, Vec::len) == 0
             {
-                txn_one_event.push((s.len() + 65, v2_size(s)));
+                txn_one_event.push((s.len() + 65, sealed_size(s)));
             }
         }
     }
@@ -272,8 +297,8 @@ async fn compression_on_fresh_traffic() {
         .fold((0, 0), |a, t| (a.0 + t.0, a.1 + t.1));
     eprintln!(
         "messages: {}; JSON {} B, zstd without dictionary {} B, v2 {} B (ratio {:.2})\n\
-         backfill: {} answers, {} events, {:.0} B/event JSON, {:.0} B/event v2, {:.1} events per 2 KiB\n\
-         one-event txn: {:.0} B JSON, {:.0} B v2",
+         backfill: {} answers, {} events, {:.0} B/event JSON, {:.0} B/event sealed, {:.1} events per 2 KiB\n\
+         one-event txn: {:.0} B JSON, {:.0} B sealed",
         samples.len(),
         json_total,
         plain_zstd,

@@ -43,6 +43,7 @@ async fn get(net: &Net, i: usize, uri: &str, token: &str) -> (StatusCode, String
 #[tokio::test]
 async fn an_image_from_another_gateway_downloads_and_thumbnails() {
     let net = Net::new(3);
+    net.hub.record();
     let (alice, at) = net.user(0, "alice").await;
     let (bob, bt) = net.user(1, "bob").await;
     let (_carol, ct) = net.user(2, "carol").await;
@@ -86,6 +87,28 @@ async fn an_image_from_another_gateway_downloads_and_thumbnails() {
         thumb.len(),
         png.len()
     );
+
+    // No piece of the file crossed the hub readable: not its bytes, nor their base64 at any
+    // alignment (chunks travel under keys used once per request).
+    let piece = &png[3000..3048];
+    let mut needles = vec![piece.to_vec()];
+    for shift in 0..3 {
+        let b64 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            &piece[shift..shift + 45],
+        );
+        needles.push(b64.into_bytes());
+    }
+    for message in net.hub.recorded() {
+        for needle in &needles {
+            assert!(
+                !message
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_slice()),
+                "a piece of the file crossed in the clear"
+            );
+        }
+    }
 
     // A second download is served from the cache: nothing more crosses the network.
     let before = net.hub.delivered();
