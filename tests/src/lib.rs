@@ -74,6 +74,8 @@ pub struct Options {
     pub config: String,
     /// The executable (defaults to [`mixgate_binary`]).
     pub binary: Option<PathBuf>,
+    /// Extra command-line arguments after `mixgate gateway` (e.g. `--appservice FILE`).
+    pub args: Vec<String>,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
             // its own value.
             config: "auth_attempts_per_minute = 10000\n".into(),
             binary: None,
+            args: Vec::new(),
         }
     }
 }
@@ -215,6 +218,7 @@ impl TestGateway {
                 .arg(self.data_dir())
                 .arg("--registration")
                 .arg(self.options.registration.as_arg())
+                .args(&self.options.args)
                 .env(
                     "RUST_LOG",
                     std::env::var("MIXGATE_TEST_LOG").unwrap_or_else(|_| "info,sled=warn".into()),

@@ -58,6 +58,7 @@ pub fn access_token(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+use crate::service::appservice::Masquerade;
 pub use crate::service::caller::Caller;
 
 /// Resolves the caller from the request's token; `required` decides whether a missing token
@@ -75,13 +76,12 @@ pub fn authenticate(
                 appservice: None,
             })),
             None => {
-                let user_id = parts.uri.query().and_then(|q| {
-                    url::form_urlencoded::parse(q.as_bytes())
-                        .find(|(k, _)| k == "user_id")
-                        .map(|(_, v)| v.into_owned())
-                });
+                let path = parts.uri.path();
+                let registering =
+                    path.ends_with("/client/v3/register") || path.ends_with("/client/r0/register");
+                let query = Masquerade::from_query(parts.uri.query(), registering);
                 gw.appservices
-                    .caller(gw, &token, user_id.as_deref())?
+                    .caller(gw, &token, &query)?
                     .map(Some)
                     .ok_or_else(|| ApiError::unknown_token("Unknown access token"))
             }

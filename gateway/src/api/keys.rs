@@ -57,6 +57,13 @@ async fn upload_keys(
     req: Ruma<upload::Request>,
 ) -> RumaResult<upload::Response> {
     let caller = req.caller()?;
+    if !caller.has_device() {
+        return Err(ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_MISSING_PARAM",
+            "An application service uploads keys for one of its users' devices: pass device_id",
+        ));
+    }
     let body = &req.body;
     let mut up = KeysUpload {
         device_keys: body.device_keys.as_ref().map(json_of).transpose()?,

@@ -92,6 +92,11 @@ async fn known(gw: &Gateway, parts: &Parts, user: &UserId) -> ApiResult<Profile>
         return Ok(profile);
     }
     if user.server_name() == gw.server_name() {
+        if !gw.users.exists(user)? && gw.appservices.query_user(user).await {
+            if let Some(profile) = lookup(gw, &caller.user_id, user)? {
+                return Ok(profile);
+            }
+        }
         return Err(ApiError::not_found("Profile not found"));
     }
     let remote = gw.remote.profile(user).await?;

@@ -32,6 +32,7 @@ use super::{add, Ruma, RumaResponse, RumaResult};
 use crate::{
     error::{ApiError, ApiResult},
     service::{
+        appservice,
         rooms::{limits, membership, CreateRoom},
         Gateway,
     },
@@ -80,6 +81,8 @@ async fn create(
         Some(local) => {
             let alias = ruma::RoomAliasId::parse(format!("#{local}:{}", gw.server_name()))
                 .map_err(|e| ApiError::invalid_param(format!("Invalid alias: {e}")))?;
+            gw.appservices
+                .check_alias(&alias, caller.appservice.as_deref())?;
             if gw.rooms.resolve_alias(&alias)?.is_some() {
                 return Err(ApiError::room_in_use("Room alias already taken"));
             }
@@ -88,7 +91,7 @@ async fn create(
         None => None,
     };
     for invitee in &body.invite {
-        membership::check_invitee(&gw, invitee)?;
+        membership::check_invitee(&gw, invitee).await?;
     }
     let profile = gw.users.get(&caller.user_id)?;
     let spec = CreateRoom {
@@ -141,9 +144,8 @@ async fn join_alias(
             via.extend(servers);
             room
         }
-        Err(alias) => gw
-            .rooms
-            .resolve_alias(alias)?
+        Err(alias) => appservice::query::resolve_alias(&gw, alias)
+            .await?
             .ok_or_else(|| ApiError::not_found("Unknown room alias"))?,
     };
     membership::join_via(
@@ -164,9 +166,8 @@ async fn knock(
     let caller = req.caller()?;
     let room_id: OwnedRoomId = match <&RoomId>::try_from(&*req.body.room_id_or_alias) {
         Ok(id) => id.to_owned(),
-        Err(alias) => gw
-            .rooms
-            .resolve_alias(alias)?
+        Err(alias) => appservice::query::resolve_alias(&gw, alias)
+            .await?
             .ok_or_else(|| ApiError::not_found("Unknown room alias"))?,
     };
     membership::knock(&gw, &caller.user_id, &room_id, req.body.reason.as_deref()).await?;
@@ -341,6 +342,8 @@ async fn put_alias(
     req: Ruma<create_alias::Request>,
 ) -> RumaResult<create_alias::Response> {
     let caller = req.caller()?;
+    gw.appservices
+        .check_alias(&req.body.room_alias, caller.appservice.as_deref())?;
     gw.rooms
         .create_alias_as(&caller.user_id, &req.body.room_alias, &req.body.room_id)
         .await?;
@@ -356,9 +359,8 @@ async fn resolve_alias(
         let (room, servers) = gw.remote.resolve_alias(alias).await?;
         return Ok(RumaResponse(get_alias::Response::new(room, servers)));
     }
-    let room = gw
-        .rooms
-        .resolve_alias(alias)?
+    let room = appservice::query::resolve_alias(&gw, alias)
+        .await?
         .ok_or_else(|| ApiError::not_found("Unknown room alias"))?;
     let mut servers = vec![gw.server_name().to_owned()];
     servers.extend(gw.rooms.member_servers(&room)?);

@@ -314,22 +314,7 @@ pub async fn deliver(peer: &Peer, to: &ServerName, body: Body) -> ApiResult<()> 
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::info!(peer = %to, "peering: send failed ({e}); will retry");
-            peer.stats.dropped("send_deferred");
-            let mut batch = Batch::new();
-            let id = random_string(12);
-            retry_table().put(
-                &mut batch,
-                &key(&[to.as_bytes(), &u64_be(now_ms()), id.as_bytes()]),
-                &Retry {
-                    to: to.to_owned(),
-                    body,
-                    tries: 1,
-                    olm: false,
-                },
-            )?;
-            peer.gw.db.apply(batch)?;
-            peer.gw.db.flush().await?;
-            Ok(())
+            defer(peer, to, body, false).await
         }
     }
 }
@@ -341,24 +326,29 @@ pub async fn deliver_olm(peer: &Peer, to: &ServerName, body: Body) -> ApiResult<
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::info!(peer = %to, "peering: Olm send deferred ({e:?})");
-            peer.stats.dropped("send_deferred");
-            let mut batch = Batch::new();
-            let id = random_string(12);
-            retry_table().put(
-                &mut batch,
-                &key(&[to.as_bytes(), &u64_be(now_ms()), id.as_bytes()]),
-                &Retry {
-                    to: to.to_owned(),
-                    body,
-                    tries: 1,
-                    olm: true,
-                },
-            )?;
-            peer.gw.db.apply(batch)?;
-            peer.gw.db.flush().await?;
-            Ok(())
+            defer(peer, to, body, true).await
         }
     }
+}
+
+/// Keeps a message in the durable retry table (`olm`: to be encrypted when it goes).
+async fn defer(peer: &Peer, to: &ServerName, body: Body, olm: bool) -> ApiResult<()> {
+    peer.stats.dropped("send_deferred");
+    let mut batch = Batch::new();
+    let id = random_string(12);
+    retry_table().put(
+        &mut batch,
+        &key(&[to.as_bytes(), &u64_be(now_ms()), id.as_bytes()]),
+        &Retry {
+            to: to.to_owned(),
+            body,
+            tries: 1,
+            olm,
+        },
+    )?;
+    peer.gw.db.apply(batch)?;
+    peer.gw.db.flush().await?;
+    Ok(())
 }
 
 fn now_ms() -> u64 {

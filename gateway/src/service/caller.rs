@@ -12,3 +12,11 @@ pub struct Caller {
     /// The application service whose `as_token` made the request, if one did.
     pub appservice: Option<String>,
 }
+
+impl Caller {
+    /// Whether the request acts on a real device: always for access tokens; for an
+    /// application service only when it named one (`device_id` masquerading).
+    pub fn has_device(&self) -> bool {
+        self.appservice.is_none() || self.device_id != crate::service::appservice::APPSERVICE_DEVICE
+    }
+}

@@ -92,15 +92,47 @@ impl PushEvaluator {
         Ok(Self { rules, ctx })
     }
 
-    /// The verdict on an event given as JSON (a PDU or a client event).
+    /// The verdict on an event given as JSON (a PDU or a client event). An edit
+    /// (`m.replace` with `m.new_content`) is judged as the edited content, unless the rule it
+    /// matches as itself is `.m.rule.suppress_edits` (on by default: edits stay silent).
     pub fn evaluate(&self, event: &RawJsonValue) -> Verdict {
         let raw: Raw<()> = Raw::from_json(event.to_owned());
-        let actions = futures::executor::block_on(self.rules.get_actions(&raw, &self.ctx));
+        if let Some(edited) = edited_content(event) {
+            let matched = futures::executor::block_on(self.rules.get_match(&raw, &self.ctx));
+            if matched.is_none_or(|r| r.rule_id() != SUPPRESS_EDITS) {
+                if let Ok(edited) = RawJsonValue::from_string(edited.to_string()) {
+                    return self.verdict(&Raw::from_json(edited));
+                }
+            }
+        }
+        self.verdict(&raw)
+    }
+
+    fn verdict(&self, raw: &Raw<()>) -> Verdict {
+        let actions = futures::executor::block_on(self.rules.get_actions(raw, &self.ctx));
         Verdict {
             notify: actions.iter().any(|a| a.should_notify()),
             highlight: actions.iter().any(|a| a.is_highlight()),
         }
     }
+}
+
+/// The default rule that keeps edits from notifying.
+const SUPPRESS_EDITS: &str = ".m.rule.suppress_edits";
+
+/// For an edit, the event as push rules judge it: its `content` replaced by `m.new_content`.
+fn edited_content(event: &RawJsonValue) -> Option<serde_json::Value> {
+    let mut ev: serde_json::Value = serde_json::from_str(event.get()).ok()?;
+    let content = ev.get("content")?;
+    if content.pointer("/m.relates_to/rel_type")?.as_str()? != "m.replace" {
+        return None;
+    }
+    let new = content.get("m.new_content")?.clone();
+    if !new.is_object() {
+        return None;
+    }
+    ev["content"] = new;
+    Some(ev)
 }
 
 #[cfg(test)]
@@ -229,6 +261,80 @@ mod tests {
             .expect("raw"),
         );
         assert!(!v.notify);
+    }
+
+    #[tokio::test]
+    async fn edits_are_judged_as_their_new_content_unless_suppressed() {
+        let k = kit();
+        let (alice, _) = k.user("alice").await;
+        let (bob, _) = k.user("bob").await;
+        let room = k.room(&alice).await;
+        k.join(&room, &bob).await;
+        let edit = |body: &str, new_body: &str| {
+            to_raw_value(&json!({
+                "type": "m.room.message", "sender": bob, "room_id": room,
+                "content": {
+                    "msgtype": "m.text", "body": body,
+                    "m.new_content": {"msgtype": "m.text", "body": new_body,
+                                      "m.mentions": {"user_ids": [alice]}},
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"},
+                },
+            }))
+            .expect("raw")
+        };
+        // With the default rules edits stay silent, mention or not.
+        let eval = PushEvaluator::for_room(&k.gw, &alice, &room).expect("evaluator");
+        assert_eq!(eval.evaluate(&edit("* hi", "hi")), Verdict::default());
+        // Without `.m.rule.suppress_edits`, the new content is what the rules see: the
+        // mention in `m.new_content` highlights.
+        k.gw.account_data
+            .update_push_rules(&alice, |r| {
+                r.set_enabled(ruma::push::RuleKind::Override, SUPPRESS_EDITS, false)
+                    .map_err(|_| crate::error::ApiError::not_found("rule"))
+            })
+            .await
+            .expect("update");
+        let eval = PushEvaluator::for_room(&k.gw, &alice, &room).expect("evaluator");
+        let v = eval.evaluate(&edit("* hi", "hi"));
+        assert!(v.notify && v.highlight, "{v:?}");
+        // A keyword rule that highlights: in the fallback body only, it does not count; in
+        // the new content, it does.
+        k.gw.account_data
+            .update_push_rules(&alice, |r| {
+                r.insert(
+                    ruma::push::NewPushRule::Content(ruma::push::NewPatternedPushRule::new(
+                        "tea".into(),
+                        "tea".into(),
+                        vec![
+                            ruma::push::Action::Notify,
+                            ruma::push::Action::SetTweak(ruma::push::Tweak::Highlight(
+                                ruma::push::HighlightTweakValue::Yes,
+                            )),
+                        ],
+                    )),
+                    None,
+                    None,
+                )
+                .map_err(|_| crate::error::ApiError::not_found("rule"))
+            })
+            .await
+            .expect("update");
+        let eval = PushEvaluator::for_room(&k.gw, &alice, &room).expect("evaluator");
+        let keyword = |body: &str, new_body: &str| {
+            to_raw_value(&json!({
+                "type": "m.room.message", "sender": bob, "room_id": room,
+                "content": {
+                    "msgtype": "m.text", "body": body,
+                    "m.new_content": {"msgtype": "m.text", "body": new_body},
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"},
+                },
+            }))
+            .expect("raw")
+        };
+        let v = eval.evaluate(&keyword("* tea", "coffee"));
+        assert!(v.notify && !v.highlight, "{v:?}");
+        let v = eval.evaluate(&keyword("* coffee", "tea"));
+        assert!(v.notify && v.highlight, "{v:?}");
     }
 
     #[tokio::test]

@@ -270,6 +270,33 @@ impl ToDevice {
             .is_empty())
     }
 
+    /// Takes up to `limit` of the oldest messages waiting for a device, for an application
+    /// service that receives its users' to-device messages in transactions (MSC4203): each
+    /// comes with `to_user_id` and `to_device_id`, and its deletion (with the device's
+    /// delivery record) is queued into `batch`, written with the transaction that carries it.
+    pub fn drain_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        device_id: &str,
+        limit: usize,
+    ) -> ApiResult<Vec<Value>> {
+        let prefix = inbox_prefix(user_id, device_id);
+        let mut out = Vec::new();
+        for (k, msg) in self.inbox.range(&self.db, &prefix, &[], false, limit)? {
+            out.push(json!({
+                "type": msg.kind, "sender": msg.sender, "content": msg.content,
+                "to_user_id": user_id, "to_device_id": device_id,
+            }));
+            self.inbox.delete(batch, &k);
+        }
+        if !out.is_empty() {
+            self.delivered
+                .delete(batch, &device_key(user_id, device_id));
+        }
+        Ok(out)
+    }
+
     /// Messages waiting for a device, counted up to [`limits::MAX_TO_DEVICE_QUEUE`].
     fn queued_up_to_cap(&self, user_id: &UserId, device_id: &str) -> ApiResult<usize> {
         Ok(self

@@ -311,17 +311,7 @@ async fn a_gateway_whose_olm_session_was_deleted_recovers() {
         .await
         .expect("forget");
     // A new epoch: its key goes to B under A's old session, which B cannot open.
-    net.ok(
-        0,
-        Method::PUT,
-        &format!(
-            "/_matrix/client/v3/rooms/{}/state/m.room.history_visibility/",
-            enc(room.as_str())
-        ),
-        &at,
-        Some(json!({"history_visibility": "invited"})),
-    )
-    .await;
+    set_visibility(&net, &at, &room, "invited").await;
     net.send(0, &at, &room, "second epoch").await;
     sees(&net, 1, &bt, &room, "second epoch").await;
     let (b, a) = (&net.nodes[1].stats, &net.nodes[0].stats);
@@ -330,6 +320,14 @@ async fn a_gateway_whose_olm_session_was_deleted_recovers() {
     until("A heard of the reset", || a.noted("olm_reset") >= 1).await;
     // The next epoch's key goes under a new session, without asking.
     let recovered = b.noted("key_recovered");
+    set_visibility(&net, &at, &room, "shared").await;
+    net.send(0, &at, &room, "third epoch").await;
+    sees(&net, 1, &bt, &room, "third epoch").await;
+    assert_eq!(b.noted("key_recovered"), recovered, "no request needed");
+}
+
+/// Sets the room's history visibility (a new epoch) as gateway 0's user.
+async fn set_visibility(net: &Net, token: &str, room: &OwnedRoomId, visibility: &str) {
     net.ok(
         0,
         Method::PUT,
@@ -337,13 +335,10 @@ async fn a_gateway_whose_olm_session_was_deleted_recovers() {
             "/_matrix/client/v3/rooms/{}/state/m.room.history_visibility/",
             enc(room.as_str())
         ),
-        &at,
-        Some(json!({"history_visibility": "shared"})),
+        token,
+        Some(json!({ "history_visibility": visibility })),
     )
     .await;
-    net.send(0, &at, &room, "third epoch").await;
-    sees(&net, 1, &bt, &room, "third epoch").await;
-    assert_eq!(b.noted("key_recovered"), recovered, "no request needed");
 }
 
 /// A clock the test moves.

@@ -7,6 +7,14 @@
 //! `as_token` acts as that user, or as `?user_id=` when that user is in the service's user
 //! namespace and registered (403 `M_FORBIDDEN` otherwise). Transactions: see [`txn`].
 
+#[cfg(test)]
+mod device_tests;
+pub mod ephemeral;
+#[cfg(test)]
+mod ephemeral_tests;
+pub mod query;
+#[cfg(test)]
+mod query_tests;
 pub mod registration;
 #[cfg(test)]
 mod tests;
@@ -96,8 +104,37 @@ pub struct AppServices {
     list: Vec<Arc<AppService>>,
 }
 
-/// The placeholder device of requests made with an `as_token` (services have no device).
+/// The placeholder device of requests made with an `as_token` without `device_id`.
 pub const APPSERVICE_DEVICE: &str = "APPSERVICE";
+
+/// What an `as_token` request asks to act as (from its query string).
+#[derive(Debug, Clone, Default)]
+pub struct Masquerade {
+    /// `user_id`: the user of the service's namespace to act as.
+    pub user_id: Option<String>,
+    /// `device_id` (or MSC3202's `org.matrix.msc3202.device_id`): one of that user's devices.
+    pub device_id: Option<String>,
+    /// Whether the request is `/register` (the user may not exist yet).
+    pub registering: bool,
+}
+
+impl Masquerade {
+    /// Reads `user_id` and `device_id` from a query string.
+    pub fn from_query(query: Option<&str>, registering: bool) -> Self {
+        let mut m = Self {
+            registering,
+            ..Self::default()
+        };
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match &*k {
+                "user_id" => m.user_id = Some(v.into_owned()),
+                "device_id" | "org.matrix.msc3202.device_id" => m.device_id = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        m
+    }
+}
 
 impl AppServices {
     /// Loads and checks the registration files.
@@ -164,20 +201,44 @@ impl AppServices {
         })
     }
 
+    /// 400 `M_EXCLUSIVE` when a service other than `caller_service` (the caller's own, if it
+    /// is one) holds `alias` in an exclusive namespace: nobody else may create it.
+    pub fn check_alias(&self, alias: &RoomAliasId, caller_service: Option<&str>) -> ApiResult<()> {
+        if let Some(owner) = self.exclusive_alias_owner(alias, caller_service) {
+            return Err(ApiError::exclusive(format!(
+                "This room alias is reserved by the application service {}",
+                owner.id()
+            )));
+        }
+        Ok(())
+    }
+
     /// The caller of a request carrying `token`, if it is a service's `as_token`: the service's
-    /// user, or `user_id` (from `?user_id=`) when the service may act as that user.
+    /// user, or `query.user_id` (`?user_id=`) when the service may act as that user, on the
+    /// device `query.device_id` when given (it must be one of that user's devices), otherwise
+    /// on the placeholder device [`APPSERVICE_DEVICE`].
     pub fn caller(
         &self,
         gw: &Gateway,
         token: &str,
-        user_id: Option<&str>,
+        query: &Masquerade,
     ) -> ApiResult<Option<Caller>> {
         let Some(service) = self.by_token(token) else {
             return Ok(None);
         };
-        let user = match user_id {
+        let appservice = Some(service.id().to_owned());
+        if query.registering {
+            // `/register` names the new user in its body; clients such as mautrix also put
+            // it in `?user_id=` before it exists. The service acts as itself.
+            return Ok(Some(Caller {
+                user_id: service.sender.clone(),
+                device_id: APPSERVICE_DEVICE.into(),
+                appservice,
+            }));
+        }
+        let user = match &query.user_id {
             None => service.sender.clone(),
-            Some(u) => UserId::parse(u)
+            Some(u) => UserId::parse(u.as_str())
                 .map_err(|e| ApiError::invalid_param(format!("Invalid user_id: {e}")))?,
         };
         if !service.owns_user(&user) || user.server_name() != gw.server_name() {
@@ -190,10 +251,23 @@ impl AppServices {
                 "Application service has not registered this user",
             ));
         }
+        let device_id = match &query.device_id {
+            None => APPSERVICE_DEVICE.into(),
+            Some(d) => {
+                if gw.users.device(&user, d)?.is_none() {
+                    return Err(ApiError::new(
+                        http::StatusCode::BAD_REQUEST,
+                        "M_UNKNOWN_DEVICE",
+                        format!("{user} has no device {d:?}"),
+                    ));
+                }
+                d.as_str().into()
+            }
+        };
         Ok(Some(Caller {
             user_id: user,
-            device_id: APPSERVICE_DEVICE.into(),
-            appservice: Some(service.id().to_owned()),
+            device_id,
+            appservice,
         }))
     }
 

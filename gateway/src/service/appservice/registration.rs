@@ -61,6 +61,13 @@ pub struct RegistrationFile {
     /// Third-party protocols.
     #[serde(default)]
     pub protocols: Option<Vec<String>>,
+    /// Whether transactions carry typing and receipts (MSC2409).
+    #[serde(default, alias = "de.sorunome.msc2409.push_ephemeral")]
+    pub receive_ephemeral: bool,
+    /// Whether transactions carry the to-device messages of the service's users (MSC4203,
+    /// with `receive_ephemeral`): MSC3202's `org.matrix.msc3202` flag.
+    #[serde(default, rename = "org.matrix.msc3202")]
+    pub msc3202: bool,
 }
 
 /// A compiled namespace entry.

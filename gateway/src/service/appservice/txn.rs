@@ -116,6 +116,9 @@ async fn run(
                 tracing::warn!(appservice = service.id(), error = %e, "transaction fan-out failed")
             }
         }
+        if let Err(e) = super::ephemeral::fan_out(&gw, &service).await {
+            tracing::warn!(appservice = service.id(), error = %e, "ephemeral fan-out failed")
+        }
         let now = options.clock.now_ms();
         let mut wait = Duration::from_secs(5);
         if now >= next_try {
@@ -190,13 +193,7 @@ async fn fan_out(gw: &Gateway, service: &AppService, mut cursor: u64) -> ApiResu
         }
         let mut batch = Batch::new();
         if !events.is_empty() {
-            let seq = seqs().get(&gw.db, service.id().as_bytes())?.unwrap_or(0) + 1;
-            seqs().put(&mut batch, service.id().as_bytes(), &seq)?;
-            txns().put(
-                &mut batch,
-                &key(&[service.id().as_bytes(), &u64_be(seq)]),
-                &json!({ "events": events }),
-            )?;
+            queue(gw, &mut batch, service, json!({ "events": events }))?;
         }
         feed::set_cursor(&mut batch, &name, last)?;
         feed::prune(&gw.db, &mut batch, &name, last)?;
@@ -204,6 +201,15 @@ async fn fan_out(gw: &Gateway, service: &AppService, mut cursor: u64) -> ApiResu
         gw.db.flush().await?;
         cursor = last;
     }
+}
+
+/// Queues `body` into `batch` as the service's next transaction (one batch per call: the
+/// next number is read from the database).
+pub fn queue(gw: &Gateway, batch: &mut Batch, service: &AppService, body: Value) -> ApiResult<()> {
+    let seq = seqs().get(&gw.db, service.id().as_bytes())?.unwrap_or(0) + 1;
+    seqs().put(batch, service.id().as_bytes(), &seq)?;
+    txns().put(batch, &key(&[service.id().as_bytes(), &u64_be(seq)]), &body)?;
+    Ok(())
 }
 
 fn event_for(gw: &Gateway, service: &AppService, id: &EventId) -> ApiResult<Option<Value>> {

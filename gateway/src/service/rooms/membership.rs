@@ -23,9 +23,12 @@ use crate::{
 /// The field only the resident server may set on a join into a restricted room.
 pub const AUTHORISED_VIA: &str = "join_authorised_via_users_server";
 
-/// Invitees must be known here or belong to another gateway.
-pub fn check_invitee(gw: &Gateway, user: &UserId) -> ApiResult<()> {
-    if user.server_name() == gw.server_name() && !gw.users.exists(user)? {
+/// Invitees must be known here (an application service whose namespace holds an unknown one
+/// is asked first) or belong to another gateway.
+pub async fn check_invitee(gw: &Gateway, user: &UserId) -> ApiResult<()> {
+    if user.server_name() == gw.server_name()
+        && !crate::service::appservice::query::user_exists(gw, user).await?
+    {
         return Err(ApiError::not_found(format!("Unknown user {user}")));
     }
     Ok(())
@@ -245,8 +248,9 @@ pub async fn change(
             }
         }
         ("invite", false) => {
-            check_invitee(gw, target)?;
+            // Joined first: only members make the gateway ask a service about an invitee.
             gw.rooms.require_joined(room, sender)?;
+            check_invitee(gw, target).await?;
         }
         ("leave", false) if current.is_none() => {
             return Err(ApiError::forbidden("The user is not in this room"));

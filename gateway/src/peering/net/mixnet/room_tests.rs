@@ -10,14 +10,10 @@ use http::{Method, Request};
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use transport::{
-    directory::TrafficParams,
-    local::{LocalMixnet, LocalMixnetConfig},
-};
 
 use super::*;
 use crate::{
-    config::{AuthorityKey, GatewayConfig, RegistrationMode},
+    config::{GatewayConfig, RegistrationMode},
     peering::{wire::Body, KeyPolicy, Peer},
     service::Gateway,
     testkit::{body_bytes, enc},
@@ -158,31 +154,12 @@ async fn send(node: &Node, token: &str, room: &OwnedRoomId, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateways_share_a_room_under_group_keys_over_the_mixnet() {
-    let mixnet = LocalMixnet::start(LocalMixnetConfig {
-        params: TrafficParams {
-            lambda_per_s: 40.0,
-            loop_per_s: 2.0,
-            mix_loop_per_s: 1.0,
-            mu_ms: 2.0,
-            poll_per_s: 20.0,
-            poll_batch: 16,
-            ..TrafficParams::default()
-        },
-        refresh: Duration::from_millis(500),
-        ..LocalMixnetConfig::default()
-    })
-    .await
-    .expect("local mixnet");
+    let (mixnet, network) = super::tests::network().await;
     for p in &mixnet.providers {
         if let Some(m) = &p.mailboxes {
             m.record();
         }
     }
-    let network = NetworkConfig {
-        directories: vec![mixnet.directory],
-        authorities: vec![AuthorityKey(mixnet.authority)],
-        threshold: None,
-    };
     let nodes = [
         gateway(&network).await,
         gateway(&network).await,

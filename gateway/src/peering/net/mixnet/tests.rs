@@ -15,7 +15,7 @@ use crate::config::AuthorityKey;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn network() -> (LocalMixnet, NetworkConfig) {
+pub(super) async fn network() -> (LocalMixnet, NetworkConfig) {
     let net = LocalMixnet::start(LocalMixnetConfig {
         params: TrafficParams {
             lambda_per_s: 40.0,
