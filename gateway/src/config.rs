@@ -70,6 +70,12 @@ pub struct GatewayConfig {
     pub appservices: Vec<PathBuf>,
     /// Group keys between gateways (`[group_keys]`): epoch rotation and retention.
     pub group_keys: crate::peering::groupkeys::KeyPolicy,
+    /// Address of the Prometheus metrics and status-page listener (`--metrics`); off unless
+    /// set. Keep it on loopback or behind your own authentication.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The file this config was read from (for error messages; not a key).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// The mixnet a gateway joins: the `[network]` table of `gateway.toml`, or a whole file of
@@ -199,6 +205,8 @@ impl Default for GatewayConfig {
             bundled_aggregations: true,
             group_keys: Default::default(),
             appservices: Vec::new(),
+            metrics_listen: None,
+            file: None,
         }
     }
 }
@@ -243,7 +251,9 @@ impl GatewayConfig {
             file: file.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, file)
+        let mut config = Self::from_toml(&text, file)?;
+        config.file = Some(file.to_owned());
+        Ok(config)
     }
 
     /// Parses TOML text; `file` is only used in error messages.

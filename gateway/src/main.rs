@@ -32,6 +32,10 @@ struct GatewayArgs {
     /// Keep everything in memory only.
     #[arg(long)]
     memory_only: bool,
+    /// Serve Prometheus metrics and the status page on this address (overrides
+    /// `metrics_listen`; off unless set).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl GatewayArgs {
@@ -51,6 +55,9 @@ impl GatewayArgs {
         }
         if self.memory_only {
             config.memory_only = true;
+        }
+        if let Some(addr) = self.metrics {
+            config.metrics_listen = Some(addr);
         }
         Ok(config)
     }
@@ -72,6 +79,9 @@ enum Command {
         /// Number of gateways (0: only the mixnet).
         #[arg(long, default_value_t = 2)]
         gateways: usize,
+        /// Serve Prometheus metrics and the status page of the whole network on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run a gateway: the homeserver Matrix clients talk to.
     Gateway {
@@ -92,25 +102,66 @@ enum Command {
         /// Node config file.
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics on this address (overrides `metrics_listen`).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run a provider: mixnet entry/exit and mailboxes of its gateways (`config/provider.toml`).
     Provider {
         /// Node config file.
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics on this address (overrides `metrics_listen`).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run a directory authority (`config/directory.toml`).
     Directory {
         /// Directory config file.
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics on this address (overrides `metrics_listen`).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
-    /// Operator tasks on a gateway's data (run while the gateway is stopped).
+    /// Print the public key (hex) of a node's or directory authority's key file, creating
+    /// the file if it does not exist (for `authorities`, `[[peers]] key` and `allowed`).
+    Key {
+        /// The key file (`key_file` of the role's config).
+        file: PathBuf,
+    },
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        task: ConfigTask,
+    },
+    /// Operator tasks: on a stopped gateway's data, or with `--url` on a running gateway
+    /// through its admin API (an admin's access token in `--token-file`).
     Admin {
         #[command(flatten)]
         gateway: GatewayArgs,
+        /// A running gateway's base URL (e.g. http://127.0.0.1:8008): act through its admin
+        /// API instead of opening the data folder.
+        #[arg(long, requires = "token_file")]
+        url: Option<String>,
+        /// File holding an admin's access token (with `--url`).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         task: AdminTask,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigTask {
+    /// Validate any role's config file without starting it (exit status 1 and a message
+    /// naming the file and the key when it is wrong).
+    Check {
+        /// The file.
+        file: PathBuf,
+        /// The role (default: detected from the file's keys).
+        #[arg(long, value_enum)]
+        role: Option<gateway::config_check::ConfigRole>,
     },
 }
 
@@ -123,6 +174,9 @@ enum AdminTask {
         /// Password.
         #[arg(long)]
         password: String,
+        /// Make the account a server admin (may use the `/_synapse/admin` API).
+        #[arg(long)]
+        admin: bool,
     },
     /// Set a new password for an account.
     ResetPassword {
@@ -140,11 +194,44 @@ enum AdminTask {
     },
 }
 
+/// `mixgate admin --url … --token-file …`: the same tasks through a running gateway's API.
+async fn admin_remote(
+    url: &str,
+    token_file: &std::path::Path,
+    task: AdminTask,
+) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("reading the admin token from {}", token_file.display()))?;
+    let client = gateway::admin_client::AdminClient::new(url, &token);
+    match task {
+        AdminTask::CreateUser {
+            username,
+            password,
+            admin,
+        } => println!("{}", client.create_user(&username, &password, admin).await?),
+        AdminTask::ResetPassword { username, password } => {
+            let user = client.reset_password(&username, &password).await?;
+            println!("password of {user} changed");
+        }
+        AdminTask::CreateRegistrationToken { uses } => {
+            println!("{}", client.create_registration_token(uses).await?)
+        }
+    }
+    Ok(())
+}
+
 async fn admin(args: &GatewayArgs, task: AdminTask) -> anyhow::Result<()> {
     let config = args.load()?;
-    let gw = gateway::service::Gateway::open(config).context("opening the gateway's data")?;
+    let gw = gateway::service::Gateway::open(config).context(
+        "opening the gateway's data (if the gateway is running, use --url URL --token-file FILE \
+         to act through its admin API)",
+    )?;
     match task {
-        AdminTask::CreateUser { username, password } => {
+        AdminTask::CreateUser {
+            username,
+            password,
+            admin,
+        } => {
             let user =
                 gateway::service::users::Users::validate_localpart(&username, gw.server_name())
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -152,6 +239,18 @@ async fn admin(args: &GatewayArgs, task: AdminTask) -> anyhow::Result<()> {
                 .create(&user, Some(&password))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            if admin {
+                gateway::service::admin::users::upsert(
+                    &gw,
+                    &user,
+                    gateway::service::admin::users::UserChange {
+                        admin: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            }
             println!("{user}");
         }
         AdminTask::ResetPassword { username, password } => {
@@ -196,44 +295,46 @@ async fn run() -> anyhow::Result<()> {
             }
             gateway::serve::run(config).await
         }
-        Command::Admin { gateway, task } => admin(&gateway, task).await,
-        Command::Mixnode { config } => {
-            let cfg = transport::config::NodeFile::load(&config)?;
-            anyhow::ensure!(
-                matches!(cfg.role, transport::directory::Role::Mix { .. }),
-                "{}: key `role`: expected \"mix\" for `mixgate mixnode`",
-                config.display()
-            );
-            tracing::info!(listen = %cfg.listen, "mix node starting");
-            transport::node::run_mixnode(cfg).await?;
+        Command::Admin {
+            gateway,
+            url,
+            token_file,
+            task,
+        } => match (url, token_file) {
+            (Some(url), Some(file)) => admin_remote(&url, &file, task).await,
+            _ => admin(&gateway, task).await,
+        },
+        Command::Key { file } => {
+            println!("{}", gateway::roles::public_key(&file)?);
             Ok(())
         }
-        Command::Provider { config } => {
-            let cfg = transport::config::NodeFile::load(&config)?;
-            anyhow::ensure!(
-                matches!(cfg.role, transport::directory::Role::Provider),
-                "{}: key `role`: expected \"provider\" for `mixgate provider`",
-                config.display()
-            );
-            tracing::info!(listen = %cfg.listen, "provider starting");
-            transport::node::run_provider(cfg).await?;
+        Command::Config {
+            task: ConfigTask::Check { file, role },
+        } => {
+            let role = gateway::config_check::check(&file, role)?;
+            println!("{}: ok ({} config)", file.display(), role.name());
             Ok(())
         }
-        Command::Directory { config } => {
-            let cfg = transport::config::DirectoryFile::load(&config)?;
-            tracing::info!(listen = %cfg.listen, "directory authority starting");
-            transport::directory::run_directory(cfg).await?;
-            Ok(())
+        Command::Mixnode { config, metrics } => {
+            gateway::roles::run_node(&config, gateway::roles::NodeKind::Mix, metrics).await
+        }
+        Command::Provider { config, metrics } => {
+            gateway::roles::run_node(&config, gateway::roles::NodeKind::Provider, metrics).await
+        }
+        Command::Directory { config, metrics } => {
+            gateway::roles::run_directory(&config, metrics).await
         }
         Command::Up {
             data,
             base_port,
             gateways,
+            metrics,
         } => {
             gateway::up::run(gateway::up::UpOptions {
                 data,
                 base_port,
                 gateways,
+                metrics,
             })
             .await
         }

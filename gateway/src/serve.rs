@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use crate::{
     config::GatewayConfig,
+    metrics::{ClientProbe, GatewaySource, Metrics, MetricsServer},
     peering::{
         self,
         net::{
@@ -30,7 +31,17 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The gateway's services.
     pub gateway: Arc<Gateway>,
+    /// Its own metrics listener (`metrics_listen`), if it has one.
+    pub metrics: Option<MetricsServer>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Where a gateway reports its metrics: the process's [`Metrics`] and its label there.
+pub struct MetricsHook {
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// This gateway's `gateway` label value.
+    pub label: String,
 }
 
 impl Running {
@@ -54,16 +65,41 @@ pub async fn start_peered(
     let listener = bind(&config).await?;
     let (remote, commands) = peering::channel();
     let gateway = Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
-    serve(listener, gateway, link.map(|l| (l, commands))).await
+    serve(listener, gateway, link.map(|l| (l, commands)), None, None).await
 }
 
 /// Opens the gateway and starts serving in the background; if its config names a network
 /// (`[network]`, `mixgate gateway --network`), it first joins that mixnet and peers over it,
 /// otherwise it runs alone and says so.
 pub async fn start_joined(config: GatewayConfig) -> anyhow::Result<Running> {
+    let Some(addr) = config.metrics_listen else {
+        return start_joined_with(config, None).await;
+    };
+    let metrics = Metrics::new();
+    let origin = match &config.file {
+        Some(f) => f.display().to_string(),
+        None => "gateway (--metrics)".into(),
+    };
+    let server = crate::metrics::serve(addr, metrics.clone(), &origin).await?;
+    let hook = MetricsHook {
+        metrics,
+        label: "0".into(),
+    };
+    let mut running = start_joined_with(config, Some(hook)).await?;
+    running.metrics = Some(server);
+    Ok(running)
+}
+
+/// [`start_joined`] reporting to `hook` (`mixgate up` shares one [`Metrics`] between the
+/// mixnet and its gateways); `metrics_listen` of the config is not looked at.
+pub async fn start_joined_with(
+    config: GatewayConfig,
+    hook: Option<MetricsHook>,
+) -> anyhow::Result<Running> {
     let listener = bind(&config).await?;
     let (remote, commands) = peering::channel();
     let gateway = Gateway::open_with(config, Arc::new(remote)).context("opening the gateway")?;
+    let mut client = None;
     let link = match &gateway.config.network {
         Some(network) => {
             let olm_key = crate::peering::groupkeys::GroupKeys::new(
@@ -87,6 +123,10 @@ pub async fn start_joined(config: GatewayConfig) -> anyhow::Result<Running> {
             .with_context(|| {
                 format!("joining the mixnet (directories {:?})", network.directories)
             })?;
+            client = Some(ClientProbe {
+                stats: net.client_stats(),
+                latency: net.delivery_latency(),
+            });
             Some(PeerLink {
                 net,
                 inbox: Box::new(inbox),
@@ -100,7 +140,7 @@ pub async fn start_joined(config: GatewayConfig) -> anyhow::Result<Running> {
             None
         }
     };
-    serve(listener, gateway, link.map(|l| (l, commands))).await
+    serve(listener, gateway, link.map(|l| (l, commands)), hook, client).await
 }
 
 async fn bind(config: &GatewayConfig) -> anyhow::Result<tokio::net::TcpListener> {
@@ -113,11 +153,12 @@ async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     link: Option<(PeerLink, peering::Commands)>,
+    hook: Option<MetricsHook>,
+    client: Option<ClientProbe>,
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    if let Some((link, commands)) = link {
-        peering::spawn(gateway.clone(), link.net, link.inbox, commands);
-    }
+    let peering = link
+        .map(|(link, commands)| peering::spawn(gateway.clone(), link.net, link.inbox, commands));
     gateway
         .appservices
         .ensure_senders(&gateway)
@@ -125,12 +166,25 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("creating application-service users: {e}"))?;
     crate::service::pusher::spawn(gateway.clone(), Default::default());
     crate::service::appservice::txn::spawn_all(&gateway, Default::default());
-    let app = crate::api::router(gateway.clone());
+    let mut app = crate::api::router(gateway.clone());
+    if let Some(hook) = hook {
+        hook.metrics.sources().add_gateway(GatewaySource {
+            label: hook.label.clone(),
+            gateway: gateway.clone(),
+            peering,
+            client,
+        });
+        app = app.layer(axum::middleware::from_fn_with_state(
+            hook.metrics.tracker(&hook.label),
+            crate::metrics::http::track,
+        ));
+    }
     let limits = crate::http_limits::HttpLimits::from_config(&gateway.config);
     let task = tokio::spawn(crate::http_limits::serve(listener, app, limits));
     Ok(Running {
         addr,
         gateway,
+        metrics: None,
         task,
     })
 }
@@ -145,9 +199,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         "gateway ready: point a Matrix client at http://{}",
         running.addr
     );
-    tokio::signal::ctrl_c()
+    crate::shutdown::signal()
         .await
-        .context("waiting for Ctrl-C")?;
+        .context("waiting for Ctrl-C or SIGTERM")?;
     running.abort();
     running.gateway.db.flush().await?;
     tracing::info!("stopped");

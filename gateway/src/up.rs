@@ -34,6 +34,7 @@ use transport::{
 
 use crate::{
     config::{AuthorityKey, GatewayConfig, NetworkConfig, RegistrationMode},
+    metrics::{DirectorySource, Metrics, NodeSource},
     serve::{self, Running},
 };
 
@@ -46,6 +47,8 @@ pub struct UpOptions {
     pub base_port: u16,
     /// Number of gateways (0: only the mixnet).
     pub gateways: usize,
+    /// Serve metrics and the status page of the whole network here (`--metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Traffic parameters of the local network: cheap when idle on a 2-core machine, quick to
@@ -83,6 +86,8 @@ pub struct Up {
     pub gateways: Vec<Running>,
     /// Where the network file was written.
     pub network_file: PathBuf,
+    /// The metrics listener (`--metrics`), if any.
+    pub metrics: Option<crate::metrics::MetricsServer>,
 }
 
 /// Starts the mixnet and the gateways.
@@ -117,6 +122,14 @@ pub async fn start(options: &UpOptions) -> anyhow::Result<Up> {
     };
     let network_file = options.data.join("network.toml");
     write_network_file(&network_file, &network)?;
+    let metrics = options.metrics.map(|_| Metrics::new());
+    if let Some(m) = &metrics {
+        add_mixnet_sources(m, &mixnet);
+    }
+    let server = match (options.metrics, &metrics) {
+        (Some(addr), Some(m)) => Some(crate::metrics::serve(addr, m.clone(), "--metrics").await?),
+        _ => None,
+    };
     let mut gateways = Vec::with_capacity(options.gateways);
     for i in 0..options.gateways {
         // Checked above: base_port + i fits.
@@ -130,7 +143,11 @@ pub async fn start(options: &UpOptions) -> anyhow::Result<Up> {
             network: Some(network.clone()),
             ..GatewayConfig::default()
         };
-        let running = serve::start_joined(config)
+        let hook = metrics.as_ref().map(|m| serve::MetricsHook {
+            metrics: m.clone(),
+            label: i.to_string(),
+        });
+        let running = serve::start_joined_with(config, hook)
             .await
             .with_context(|| format!("starting gateway {i} on 127.0.0.1:{port}"))?;
         gateways.push(running);
@@ -139,7 +156,36 @@ pub async fn start(options: &UpOptions) -> anyhow::Result<Up> {
         mixnet,
         gateways,
         network_file,
+        metrics: server,
     })
+}
+
+/// Registers the local mixnet's directory and nodes with `m` (labels `mix1.0`, `provider0`).
+fn add_mixnet_sources(m: &Metrics, mixnet: &LocalMixnet) {
+    m.sources().add_directory(DirectorySource {
+        label: "0".into(),
+        stats: mixnet.directory_stats.clone(),
+        probe: mixnet.directory_probe.clone(),
+    });
+    for (i, node) in mixnet.mixes.iter().enumerate() {
+        let layer = match node.cfg.role {
+            transport::directory::Role::Mix { layer } => layer,
+            transport::directory::Role::Provider => 0,
+        };
+        let per_layer = mixnet.mixes.len() / 3;
+        m.sources().add_node(NodeSource {
+            label: format!("mix{layer}.{}", i % per_layer.max(1)),
+            stats: node.stats.clone(),
+            probe: node.probe.clone(),
+        });
+    }
+    for (i, node) in mixnet.providers.iter().enumerate() {
+        m.sources().add_node(NodeSource {
+            label: format!("provider{i}"),
+            stats: node.stats.clone(),
+            probe: node.probe.clone(),
+        });
+    }
 }
 
 fn write_network_file(path: &Path, network: &NetworkConfig) -> anyhow::Result<()> {
@@ -185,11 +231,18 @@ impl Up {
         } else {
             text.push_str("No gateways (--gateways 0): only the mixnet runs.\n");
         }
-        let ready = serde_json::json!({
+        let mut ready = serde_json::json!({
             "ready": true,
             "gateways": gateways,
             "network": self.network_file.display().to_string(),
         });
+        if let Some(m) = &self.metrics {
+            text.push_str(&format!(
+                "metrics: http://{0}/metrics  status page: http://{0}/\n",
+                m.addr
+            ));
+            ready["metrics"] = serde_json::Value::String(format!("http://{}", m.addr));
+        }
         (text, ready)
     }
 
@@ -215,9 +268,9 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     writeln!(out, "{ready}")?;
     out.flush()?;
     drop(out);
-    tokio::signal::ctrl_c()
+    crate::shutdown::signal()
         .await
-        .context("waiting for Ctrl-C")?;
+        .context("waiting for Ctrl-C or SIGTERM")?;
     up.stop().await;
     tracing::info!("stopped");
     Ok(())

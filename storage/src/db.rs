@@ -150,6 +150,25 @@ impl Db {
         }
     }
 
+    /// How many keys start with `prefix` (walks them without copying values).
+    pub(crate) fn count_raw(&self, prefix: &[u8]) -> Result<u64> {
+        let bounds = scan_bounds(prefix, None, false);
+        match &self.backend {
+            Backend::Sled(db, _) => {
+                let mut n = 0u64;
+                for item in db.range::<Vec<u8>, _>(bounds) {
+                    item?;
+                    n += 1;
+                }
+                Ok(n)
+            }
+            Backend::Memory(map) => {
+                let map = map.read().unwrap_or_else(|e| e.into_inner());
+                Ok(map.range::<Vec<u8>, _>(bounds).count() as u64)
+            }
+        }
+    }
+
     /// Applies every write of `batch` atomically.
     pub fn apply(&self, batch: Batch) -> Result<()> {
         match &self.backend {

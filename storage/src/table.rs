@@ -57,6 +57,11 @@ impl RawTable {
         batch.remove_raw(self.full(key));
     }
 
+    /// How many entries the table holds (walks its keys: O(entries), meant for metrics).
+    pub fn count(&self, db: &Db) -> Result<u64> {
+        db.count_raw(&self.prefix)
+    }
+
     /// All entries whose key starts with `prefix`, in key order, keys without the table prefix.
     pub fn scan_prefix(&self, db: &Db, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let strip = self.prefix.len();
@@ -107,6 +112,11 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     /// The untyped view of this table.
     pub fn raw(&self) -> &RawTable {
         &self.raw
+    }
+
+    /// How many entries the table holds (see [`RawTable::count`]).
+    pub fn count(&self, db: &Db) -> Result<u64> {
+        self.raw.count(db)
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<V> {

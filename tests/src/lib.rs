@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod network;
+pub mod ops;
 
 use std::{
     io::{Read, Seek},

@@ -33,8 +33,11 @@ pub struct TestNetwork {
     pub gateways: Vec<NetGateway>,
     /// The network file it wrote (`DIR/network.toml`).
     pub network_file: PathBuf,
+    /// Base URL of its metrics listener (`--metrics`), when started with one.
+    pub metrics: Option<String>,
     base_port: u16,
     count: usize,
+    with_metrics: bool,
 }
 
 /// A base port with `n` free consecutive loopback ports after it (checked by binding them).
@@ -63,6 +66,16 @@ fn free_port_range(n: usize) -> Option<u16> {
 impl TestNetwork {
     /// Starts `mixgate up` with `gateways` gateways in a fresh temporary folder.
     pub async fn start(gateways: usize) -> Self {
+        Self::start_inner(gateways, false).await
+    }
+
+    /// Starts `mixgate up` with `gateways` gateways and `--metrics 127.0.0.1:0`; the metrics
+    /// URL is in [`metrics`](Self::metrics).
+    pub async fn start_with_metrics(gateways: usize) -> Self {
+        Self::start_inner(gateways, true).await
+    }
+
+    async fn start_inner(gateways: usize, with_metrics: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mixgate-up-")
             .tempdir()
@@ -72,8 +85,10 @@ impl TestNetwork {
             dir,
             gateways: Vec::new(),
             network_file: PathBuf::new(),
+            metrics: None,
             base_port: 0,
             count: gateways,
+            with_metrics,
         };
         net.spawn(true).await;
         net
@@ -116,8 +131,13 @@ impl TestNetwork {
                 .append(true)
                 .open(self.log_path())
                 .expect("open log");
-            let mut child = Command::new(mixgate_binary())
-                .arg("up")
+            let mut command = Command::new(mixgate_binary());
+            if self.with_metrics {
+                command.arg("up").arg("--metrics").arg("127.0.0.1:0");
+            } else {
+                command.arg("up");
+            }
+            let mut child = command
                 .arg("--data")
                 .arg(self.data_dir())
                 .arg("--base-port")
@@ -167,6 +187,7 @@ impl TestNetwork {
             })
             .collect();
         self.network_file = PathBuf::from(ready["network"].as_str().expect("network file"));
+        self.metrics = ready["metrics"].as_str().map(str::to_owned);
     }
 
     /// Kills the process with SIGKILL and waits for it.

@@ -85,6 +85,19 @@ fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError
     toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))
 }
 
+/// Only the `metrics_listen` key of a role's file (every other key is ignored here).
+#[derive(Deserialize)]
+struct MetricsKey {
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// The `metrics_listen` address of a node or directory file, if set (errors name the file
+/// and the key).
+pub fn metrics_listen(path: &Path) -> Result<Option<SocketAddr>, ConfigError> {
+    let k: MetricsKey = read_toml(path)?;
+    Ok(k.metrics_listen)
+}
+
 /// The role a node file describes.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -119,11 +132,40 @@ pub struct NodeFile {
     pub threshold: Option<usize>,
     /// Epoch length in seconds (default 3600; must match the directory).
     pub epoch_secs: Option<u64>,
+    /// Address of the metrics and status listener (default: none); read by the binary with
+    /// [`metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Checks a key file without creating it: a missing file is fine (it is created on first
+/// start), an existing one must hold 32 bytes. Returns a placeholder seed.
+pub fn check_seed(path: &Path) -> Result<[u8; 32], ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 32 => Ok([0; 32]),
+        Ok(_) => Err(invalid(path, "key file must hold exactly 32 bytes")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok([0; 32]),
+        Err(source) => Err(ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 impl NodeFile {
     /// Reads and checks a node file; creates the key file on first use.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        Self::load_with(path, load_or_create_seed)
+    }
+
+    /// Checks a node file as [`load`](Self::load) does, without creating the key file.
+    pub fn check(path: &Path) -> Result<NodeConfig, ConfigError> {
+        Self::load_with(path, check_seed)
+    }
+
+    fn load_with(
+        path: &Path,
+        seed_of: fn(&Path) -> Result<[u8; 32], ConfigError>,
+    ) -> Result<NodeConfig, ConfigError> {
         let f: NodeFile = read_toml(path)?;
         let role = match (f.role, f.layer) {
             (RoleName::Mix, Some(l @ 1..=3)) => Role::Mix { layer: l },
@@ -142,7 +184,7 @@ impl NodeFile {
             .map(|a| parse_key(path, "authorities", a))
             .collect::<Result<Vec<_>, _>>()?;
         let authorities_len = authorities.len();
-        let seed = load_or_create_seed(&f.key_file)?;
+        let seed = seed_of(&f.key_file)?;
         let mut c = NodeConfig::new(f.listen, role, seed, f.directory, authorities);
         c.public_address = f.public_address;
         c.fallback_directories = f.fallback_directories.unwrap_or_default();
@@ -180,6 +222,9 @@ pub struct DirectoryFile {
     /// Votes a node needs and signatures a document gets (default: a majority of all
     /// authorities).
     pub threshold: Option<usize>,
+    /// Address of the metrics and status listener (default: none); read by the binary with
+    /// [`metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One `[[peers]]` entry of `directory.toml`.
@@ -195,6 +240,18 @@ pub struct PeerFile {
 impl DirectoryFile {
     /// Reads and checks a directory file; creates the key file on first use.
     pub fn load(path: &Path) -> Result<DirectoryConfig, ConfigError> {
+        Self::load_with(path, load_or_create_seed)
+    }
+
+    /// Checks a directory file as [`load`](Self::load) does, without creating the key file.
+    pub fn check(path: &Path) -> Result<DirectoryConfig, ConfigError> {
+        Self::load_with(path, check_seed)
+    }
+
+    fn load_with(
+        path: &Path,
+        seed_of: fn(&Path) -> Result<[u8; 32], ConfigError>,
+    ) -> Result<DirectoryConfig, ConfigError> {
         let f: DirectoryFile = read_toml(path)?;
         let params = f.params.unwrap_or_default();
         params
@@ -231,7 +288,7 @@ impl DirectoryFile {
         }
         Ok(DirectoryConfig {
             listen: f.listen,
-            authority_seed: load_or_create_seed(&f.key_file)?,
+            authority_seed: seed_of(&f.key_file)?,
             params,
             epoch_ms: f.epoch_secs.unwrap_or(3600).max(1) * 1000,
             grace_ms: Duration::from_secs(f.grace_secs.unwrap_or(600)).as_millis() as u64,

@@ -10,6 +10,7 @@ mod counters;
 pub mod client;
 pub mod config;
 pub mod directory;
+pub mod latency;
 pub mod link;
 pub mod local;
 pub mod node;

@@ -25,6 +25,8 @@ pub struct LocalNode {
     pub stats: Arc<NodeStats>,
     /// Its mailbox store (providers).
     pub mailboxes: Option<Arc<Mailboxes>>,
+    /// Its queues and links.
+    pub probe: crate::node::NodeProbe,
     task: JoinHandle<()>,
 }
 
@@ -49,6 +51,7 @@ impl LocalNode {
         let addr = node.local_addr()?;
         cfg.listen = addr;
         let (id, stats, mailboxes) = (node.id(), node.stats(), node.mailboxes());
+        let probe = node.probe();
         let task = tokio::spawn(async move {
             if let Err(e) = node.run().await {
                 tracing::warn!("local node stopped: {e}");
@@ -60,6 +63,7 @@ impl LocalNode {
             addr,
             stats,
             mailboxes,
+            probe,
             task,
         })
     }
@@ -124,6 +128,10 @@ pub struct LocalMixnet {
     pub mixes: Vec<LocalNode>,
     /// Providers.
     pub providers: Vec<LocalNode>,
+    /// The directory authority's counters.
+    pub directory_stats: Arc<crate::directory::DirectoryStats>,
+    /// The directory authority's epoch and signatures.
+    pub directory_probe: crate::directory::DirectoryProbe,
     refresh: Duration,
     link: LinkConfig,
     dir_task: JoinHandle<()>,
@@ -157,6 +165,7 @@ impl LocalMixnet {
         .await?;
         let directory = dir.local_addr()?;
         let authority = dir.authority();
+        let (directory_stats, directory_probe) = (dir.stats(), dir.probe());
         let dir_task = tokio::spawn(dir.run());
         let mk = |role: Role, name: String| {
             let mut c = NodeConfig::new(
@@ -178,6 +187,8 @@ impl LocalMixnet {
             authority,
             mixes: vec![],
             providers: vec![],
+            directory_stats,
+            directory_probe,
             refresh: cfg.refresh,
             link: cfg.link.clone(),
             dir_task,

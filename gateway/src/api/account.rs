@@ -364,32 +364,7 @@ async fn deactivate(
 ) -> RumaResult<deactivate::Response> {
     let caller = req.caller()?.clone();
     uiaa::require_password(&gw, &caller.user_id, req.ip, req.json.as_ref()).await?;
-    for room in gw.rooms.joined_rooms(&caller.user_id)? {
-        let user = caller.user_id.clone();
-        let leave = gw
-            .rooms
-            .write(&room, None, |txn| {
-                txn.append(
-                    &user,
-                    "m.room.member",
-                    Some(user.as_str()),
-                    serde_json::json!({"membership": "leave"}),
-                    None,
-                )
-            })
-            .await;
-        if let Err(e) = leave {
-            tracing::warn!(room = %room, error = %e, "leave on deactivation failed");
-        }
-    }
-    for (device_id, _) in gw.users.devices(&caller.user_id)? {
-        crate::service::keys::remove_device(&gw, &caller.user_id, device_id.as_str()).await?;
-    }
-    if let Some(mut record) = gw.users.get(&caller.user_id)? {
-        record.deactivated = true;
-        record.password_hash = None;
-        gw.users.save(&caller.user_id, &record).await?;
-    }
+    crate::service::admin::deactivate::deactivate(&gw, &caller.user_id).await?;
     Ok(RumaResponse(deactivate::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     )))

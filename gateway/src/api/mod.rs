@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod admin;
 mod appservice;
 mod backup;
 mod devices;
@@ -107,6 +108,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     r = appservice::routes(r);
     r = presence::routes(r);
     r = misc::routes(r);
+    r = admin::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -114,6 +114,41 @@ impl Media {
         }
     }
 
+    /// Every stored file of `uploader`, newest first (walks the metadata table: admin API).
+    pub fn uploaded_by(&self, uploader: &UserId) -> ApiResult<Vec<(String, MediaMeta)>> {
+        let mut all: Vec<(String, MediaMeta)> = self
+            .meta
+            .scan_prefix(&self.db, b"")?
+            .into_iter()
+            .filter(|(_, m)| m.uploader == uploader)
+            .filter_map(|(k, m)| Some((String::from_utf8(k).ok()?, m)))
+            .collect();
+        all.sort_by(|a, b| b.1.created_ts.cmp(&a.1.created_ts).then(a.0.cmp(&b.0)));
+        Ok(all)
+    }
+
+    /// Deletes a stored file with its chunks and thumbnails; whether it existed.
+    pub async fn delete(&self, id: &str) -> ApiResult<bool> {
+        let Some(meta) = self.meta.get(&self.db, id.as_bytes())? else {
+            return Ok(false);
+        };
+        let mut b = Batch::new();
+        for i in 0..meta.chunks {
+            self.content
+                .delete(&mut b, &key(&[id.as_bytes(), &u64_be(i)]));
+        }
+        for (k, _) in self
+            .thumbs
+            .scan_prefix(&self.db, &key(&[id.as_bytes(), b""]))?
+        {
+            self.thumbs.delete(&mut b, &k);
+        }
+        self.meta.delete(&mut b, id.as_bytes());
+        self.db.apply(b)?;
+        self.db.flush().await?;
+        Ok(true)
+    }
+
     /// Stores a new file and returns its media id.
     pub async fn create(&self, uploader: &UserId, upload: Upload) -> ApiResult<String> {
         let id = random_string(ID_LEN);

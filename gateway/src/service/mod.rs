@@ -4,6 +4,7 @@
 //! is global: tests run several gateways in one process.
 
 pub mod account_data;
+pub mod admin;
 pub mod appservice;
 pub mod backup;
 pub mod caller;

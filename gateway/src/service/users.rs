@@ -26,6 +26,10 @@ pub struct UserRecord {
     /// Whether the account is deactivated.
     #[serde(default)]
     pub deactivated: bool,
+    /// Whether the account is a server admin (may use the `/_synapse/admin` API). Records
+    /// written before the flag existed read as `false`: no migration is needed.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// A device of a user: one login session.
@@ -147,6 +151,11 @@ impl Users {
         Ok(self.get(user_id)?.is_some())
     }
 
+    /// How many accounts exist, deactivated ones included (walks the table: for metrics).
+    pub fn count(&self) -> ApiResult<u64> {
+        Ok(self.users.count(&self.db)?)
+    }
+
     /// Every account (for the user directory; gateways are small).
     pub fn all(&self) -> ApiResult<Vec<(OwnedUserId, UserRecord)>> {
         Ok(self
@@ -182,6 +191,7 @@ impl Users {
             avatar_url: None,
             created_ts: now_ms(),
             deactivated: false,
+            admin: false,
         };
         let mut b = Batch::new();
         self.users.put(&mut b, user_id.as_bytes(), &record)?;
@@ -325,6 +335,46 @@ impl Users {
         let mut b = Batch::new();
         self.tokens.delete(&mut b, record.token_hash.as_bytes());
         self.devices.delete(&mut b, &dkey);
+        self.db.apply(b)?;
+        self.db.flush().await?;
+        Ok(true)
+    }
+
+    /// Every registration token, in token order.
+    pub fn registration_tokens(&self) -> ApiResult<Vec<(String, RegistrationToken)>> {
+        Ok(self
+            .reg_tokens
+            .scan_prefix(&self.db, b"")?
+            .into_iter()
+            .filter_map(|(k, v)| Some((String::from_utf8(k).ok()?, v)))
+            .collect())
+    }
+
+    /// One registration token.
+    pub fn registration_token(&self, token: &str) -> ApiResult<Option<RegistrationToken>> {
+        Ok(self.reg_tokens.get(&self.db, token.as_bytes())?)
+    }
+
+    /// Stores (creates or replaces) a registration token.
+    pub async fn put_registration_token(
+        &self,
+        token: &str,
+        record: &RegistrationToken,
+    ) -> ApiResult<()> {
+        let mut b = Batch::new();
+        self.reg_tokens.put(&mut b, token.as_bytes(), record)?;
+        self.db.apply(b)?;
+        self.db.flush().await?;
+        Ok(())
+    }
+
+    /// Deletes a registration token; whether it existed.
+    pub async fn delete_registration_token(&self, token: &str) -> ApiResult<bool> {
+        if self.registration_token(token)?.is_none() {
+            return Ok(false);
+        }
+        let mut b = Batch::new();
+        self.reg_tokens.delete(&mut b, token.as_bytes());
         self.db.apply(b)?;
         self.db.flush().await?;
         Ok(true)

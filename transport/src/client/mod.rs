@@ -317,6 +317,11 @@ impl Client {
         self.sender.stats()
     }
 
+    /// Delivery latency of confirmed messages (from `send` to the end-to-end confirmation).
+    pub fn delivery_latency(&self) -> Arc<crate::latency::LatencyHistogram> {
+        self.sender.delivery_latency()
+    }
+
     /// Queues a message (up to 64 KiB) for `to`. It is durable in the outbox when this
     /// returns; the handle reports the [`Outcome`].
     pub async fn send(&self, to: &Address, bytes: Vec<u8>) -> Result<SendHandle, ClientError> {
@@ -387,6 +392,11 @@ impl ClientSender {
     /// Counters.
     pub fn stats(&self) -> Arc<ClientStats> {
         self.engine.stats.clone()
+    }
+
+    /// Delivery latency of confirmed messages (see [`Client::delivery_latency`]).
+    pub fn delivery_latency(&self) -> Arc<crate::latency::LatencyHistogram> {
+        self.engine.latency.clone()
     }
 
     /// Queues a message (see [`Client::send`]).

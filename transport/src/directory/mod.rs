@@ -9,7 +9,8 @@ mod server;
 pub use document::*;
 pub use server::{
     fetch_document, fetch_verified, majority, publish_gateway, register, run_directory,
-    DirectoryConfig, DirectoryServer, DirectoryStats, PeerAuthority,
+    DirectoryConfig, DirectoryGauges, DirectoryProbe, DirectoryServer, DirectoryStats,
+    PeerAuthority,
 };
 
 #[cfg(test)]

@@ -180,6 +180,11 @@ impl DirectoryServer {
         self.state.stats.clone()
     }
 
+    /// Live gauges (epoch, signatures, listed nodes) for the metrics endpoint.
+    pub fn probe(&self) -> DirectoryProbe {
+        DirectoryProbe(self.state.clone())
+    }
+
     /// Serves until the task is dropped.
     pub async fn run(self) {
         tracing::info!(
@@ -202,6 +207,50 @@ impl DirectoryServer {
                     debug!("directory request refused: {e}");
                 }
             });
+        }
+    }
+}
+
+/// Reads a running directory authority's state at any time.
+#[derive(Clone)]
+pub struct DirectoryProbe(Arc<State>);
+
+/// What a directory authority serves at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectoryGauges {
+    /// The current epoch.
+    pub epoch: u64,
+    /// Authority signatures on the current epoch's document (0 while there is no consensus
+    /// yet; 1 for an authority that signs alone).
+    pub signatures: usize,
+    /// Signatures a document needs.
+    pub threshold: usize,
+    /// Mix nodes and providers registered.
+    pub nodes: usize,
+    /// Gateway descriptors held.
+    pub gateways: usize,
+}
+
+impl DirectoryProbe {
+    /// The current gauges.
+    pub fn gauges(&self) -> DirectoryGauges {
+        let st = &self.0;
+        let epoch = st.current_epoch();
+        let signatures = if st.cfg.peers.is_empty() {
+            1
+        } else {
+            st.consensus
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&epoch)
+                .map_or(0, |d| d.signatures.len())
+        };
+        DirectoryGauges {
+            epoch,
+            signatures,
+            threshold: st.cfg.threshold,
+            nodes: st.nodes.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            gateways: st.gateways.lock().unwrap_or_else(|p| p.into_inner()).len(),
         }
     }
 }

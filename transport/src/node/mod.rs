@@ -236,6 +236,11 @@ impl Node {
         self.inner.stats.clone()
     }
 
+    /// Live gauges (queue depths, links) for the metrics endpoint.
+    pub fn probe(&self) -> NodeProbe {
+        NodeProbe(self.inner.clone())
+    }
+
     /// Mailboxes (providers only).
     pub fn mailboxes(&self) -> Option<Arc<Mailboxes>> {
         self.inner.mailboxes.clone()
@@ -265,6 +270,51 @@ impl Node {
         tasks.spawn(accept_loop(inner.clone(), listener));
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// Reads a running node's queues and links at any time (cheap: a few lock acquisitions).
+#[derive(Clone)]
+pub struct NodeProbe(Arc<Inner>);
+
+/// Queue depths and link counts of a node at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeGauges {
+    /// Packets received and waiting to be processed.
+    pub ingress_queue: usize,
+    /// Packets processed and waiting for their mixing delay.
+    pub delay_queue: usize,
+    /// Packets waiting to be written to outbound links.
+    pub link_queue: usize,
+    /// Established incoming links.
+    pub links_in: usize,
+    /// Open outbound links.
+    pub links_out: usize,
+}
+
+impl NodeProbe {
+    /// The current gauges.
+    pub fn gauges(&self) -> NodeGauges {
+        let inner = &self.0;
+        let (links_out, link_queue) = inner.peers.outbound();
+        let links_in = inner
+            .links_per_peer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum();
+        NodeGauges {
+            ingress_queue: inner.ingress.len(),
+            delay_queue: inner.delay_tx.max_capacity() - inner.delay_tx.capacity(),
+            link_queue,
+            links_in,
+            links_out,
+        }
+    }
+
+    /// Whether this node is a provider.
+    pub fn is_provider(&self) -> bool {
+        matches!(self.0.cfg.role, Role::Provider)
     }
 }
 

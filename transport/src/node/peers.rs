@@ -47,6 +47,16 @@ impl Peers {
         }
     }
 
+    /// Open outbound links, and packets waiting in their queues.
+    pub fn outbound(&self) -> (usize, usize) {
+        let q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        q.values()
+            .filter(|t| !t.is_closed())
+            .fold((0, 0), |(links, queued), t| {
+                (links + 1, queued + (t.max_capacity() - t.capacity()))
+            })
+    }
+
     /// Queues a packet for `next`; drops and counts it if that peer's queue is full.
     pub fn send(&self, next: NodeId, p: Packet) {
         let tx = {

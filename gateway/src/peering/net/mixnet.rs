@@ -230,6 +230,16 @@ impl MixnetNet {
         self.sender.address()
     }
 
+    /// The transport client's counters (read by the metrics endpoint).
+    pub fn client_stats(&self) -> Arc<transport::client::ClientStats> {
+        self.sender.stats()
+    }
+
+    /// The transport client's delivery latency (read by the metrics endpoint).
+    pub fn delivery_latency(&self) -> Arc<transport::latency::LatencyHistogram> {
+        self.sender.delivery_latency()
+    }
+
     /// The directory addresses this gateway uses.
     pub fn directories(&self) -> &[SocketAddr] {
         &self.directories

@@ -86,6 +86,12 @@ pub struct Rooms {
 const STATE_CACHE_ENTRIES: usize = 20_000;
 
 impl Rooms {
+    /// How many rooms this gateway knows and how many events it stores (walks two tables:
+    /// for metrics).
+    pub fn counts(&self) -> ApiResult<(u64, u64)> {
+        Ok((self.t.meta.count(&self.db)?, self.t.pdus.count(&self.db)?))
+    }
+
     /// Opens the room tables.
     pub fn new(db: Db, identity: Arc<Identity>, stream: Arc<Stream>) -> Self {
         Self {

@@ -76,6 +76,8 @@ struct Sending {
     /// Confirmation SURB ids of every transmission (any of them may answer).
     surbs: Vec<[u8; 16]>,
     handle: Option<oneshot::Sender<Outcome>>,
+    /// When it was accepted (in this process: a resumed message counts from its resumption).
+    accepted: Instant,
 }
 
 /// A received message handed to the application and not yet confirmed.
@@ -161,6 +163,8 @@ pub(crate) struct Engine {
     cfg: ClientConfig,
     pub(crate) address: Address,
     pub(crate) stats: Arc<ClientStats>,
+    /// Delivery latency: from `send` to the end-to-end confirmation.
+    pub(crate) latency: Arc<crate::latency::LatencyHistogram>,
     e2e: SecretKey,
     link: LinkKeypair,
     mailbox: MailboxId,
@@ -243,6 +247,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             address,
             stats: Arc::default(),
+            latency: Arc::default(),
             e2e,
             link,
             mailbox,

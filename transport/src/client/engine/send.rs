@@ -72,6 +72,7 @@ impl Engine {
                 deadline: None,
                 surbs: Vec::new(),
                 handle: Some(tx),
+                accepted: Instant::now(),
             },
         );
         if let Err(e) = self.transmit(&mut st, id) {
@@ -182,7 +183,10 @@ impl Engine {
             let _ = h.send(outcome);
         }
         match outcome {
-            Outcome::Delivered => ClientStats::inc(&self.stats.delivered),
+            Outcome::Delivered => {
+                ClientStats::inc(&self.stats.delivered);
+                self.latency.observe(m.accepted.elapsed());
+            }
             Outcome::Failed => ClientStats::inc(&self.stats.failed),
         }
         debug!(?outcome, sends = m.sends, "message resolved");
