@@ -312,6 +312,21 @@ fn encode_peering(enc: &mut DescriptorEncoder, gws: &[GatewaySource]) -> fmt::Re
         "mixgate_peering_rejected",
         "Peer messages and PDUs dropped or refused, by reason",
         &rejected,
+    )?;
+    let notes: Vec<(&str, std::collections::BTreeMap<&'static str, u64>)> =
+        peers.iter().map(|(gw, p)| (*gw, p.notes())).collect();
+    let mut events: Vec<(Vec<Label>, u64)> = vec![];
+    for (gw, map) in &notes {
+        for (what, n) in map {
+            events.push((vec![("gateway", *gw), ("event", *what)], *n));
+        }
+    }
+    counters(
+        enc,
+        "mixgate_peering_group_key_events",
+        "Group-key events: epochs started (by reason), keys accepted, messages held for \
+         their key, keys recovered by request, Olm resets",
+        &events,
     )
 }
 
