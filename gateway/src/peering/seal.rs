@@ -67,9 +67,16 @@ pub async fn send_room(
         tracing::debug!(room = %room, "peering: new epoch ({})", why.label());
         peer.stats.rotated(why.label());
     }
-    for (reader, share) in sealing.shares {
-        olm_channel::share_key(peer, &reader, share).await;
-    }
+    // All at once: a claim to an unreachable reader waits its bound once, not once per reader.
+    futures::future::join_all(
+        sealing
+            .shares
+            .into_iter()
+            .map(
+                |(reader, share)| async move { olm_channel::share_key(peer, &reader, share).await },
+            ),
+    )
+    .await;
     for dest in to {
         let body = Body::Sealed {
             session_id: sealing.session_id.clone(),
