@@ -23,11 +23,12 @@ use super::{
 };
 use crate::error::ApiResult;
 
-/// How long a one-time key claim waits for its answer.
-const CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// How long a one-time key claim waits for its answer, per attempt: an answer rides reply
+/// blocks without acknowledgements, so a lost packet loses it and one more attempt is cheap.
+const CLAIM_WAITS: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(7)];
 
 /// After a failed claim, how long sends to that peer wait before claiming again.
-const CLAIM_BACKOFF: Duration = Duration::from_secs(30);
+const CLAIM_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Least time between two `OlmReset` notices to one peer.
 const RESET_EVERY: Duration = Duration::from_secs(60);
@@ -77,7 +78,7 @@ async fn ensure_session(peer: &Peer, to: &ServerName) -> Result<(), OlmSendError
         }
     }
     let answer = peer
-        .ask_within(to, Body::ClaimOlmKey {}, &[CLAIM_WAIT])
+        .ask_within(to, Body::ClaimOlmKey {}, &CLAIM_WAITS)
         .await;
     let created = match answer {
         Ok(Body::OlmKey {

@@ -16,9 +16,6 @@ use super::{
 };
 use crate::error::{ApiError, ApiResult};
 
-/// How long a key request waits for its answer.
-const KEY_WAIT: Duration = Duration::from_secs(10);
-
 /// Maintenance rounds between two expiry passes.
 const EXPIRE_EVERY_TICKS: u32 = 30;
 
@@ -297,12 +294,11 @@ pub async fn expire(peer: &Peer) {
 
 async fn ask_key(peer: &Peer, origin: &ServerName, session_id: &str) {
     let answer = peer
-        .ask_within(
+        .ask(
             origin,
             Body::KeyRequest {
                 session_id: session_id.to_owned(),
             },
-            &[KEY_WAIT],
         )
         .await;
     match answer {
