@@ -289,7 +289,19 @@ mod tests {
             db.apply(b).expect("apply");
             db.flush_blocking().expect("flush");
         }
-        let db = Db::open(dir.path()).expect("reopen");
+        // sled's own flusher thread lets go of the file lock a moment after the handle drops
+        // (a process restart never sees this): try again for up to 5 s.
+        let mut reopened = None;
+        for _ in 0..250 {
+            match Db::open(dir.path()) {
+                Ok(db) => {
+                    reopened = Some(db);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        let db = reopened.expect("reopen");
         assert_eq!(t.get(&db, b"x").expect("get"), Some(7));
     }
 
