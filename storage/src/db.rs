@@ -217,9 +217,26 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::{RawTable, Table};
+    use crate::{Error, RawTable, Table};
+
+    /// Opens `dir` again right after its handle dropped. sled's own flusher thread lets go of
+    /// the file lock a moment after the handle drops (a process restart never sees this), so
+    /// a lock error is tried again for up to 5 s; any other result is returned as it is.
+    pub(crate) fn reopen(dir: &std::path::Path) -> Result<Db> {
+        let mut last = Db::open(dir);
+        for _ in 0..250 {
+            match &last {
+                Err(Error::Sled(e)) if e.to_string().contains("lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    last = Db::open(dir);
+                }
+                _ => break,
+            }
+        }
+        last
+    }
 
     fn both() -> Vec<(Db, tempfile::TempDir)> {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -289,19 +306,7 @@ mod tests {
             db.apply(b).expect("apply");
             db.flush_blocking().expect("flush");
         }
-        // sled's own flusher thread lets go of the file lock a moment after the handle drops
-        // (a process restart never sees this): try again for up to 5 s.
-        let mut reopened = None;
-        for _ in 0..250 {
-            match Db::open(dir.path()) {
-                Ok(db) => {
-                    reopened = Some(db);
-                    break;
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
-        }
-        let db = reopened.expect("reopen");
+        let db = reopen(dir.path()).expect("reopen");
         assert_eq!(t.get(&db, b"x").expect("get"), Some(7));
     }
 
@@ -332,7 +337,7 @@ mod tests {
                 task.await.expect("task");
             }
         }
-        let db = Db::open(dir.path()).expect("reopen");
+        let db = reopen(dir.path()).expect("reopen");
         assert_eq!(t.scan_prefix(&db, b"").expect("scan").len(), 32 * 20);
     }
 

@@ -59,7 +59,7 @@ mod tests {
             db.apply(b).expect("apply");
             db.flush_blocking().expect("flush");
         }
-        let err = Db::open(dir.path()).expect_err("must refuse");
+        let err = crate::db::tests::reopen(dir.path()).expect_err("must refuse");
         assert!(matches!(err, Error::SchemaTooNew { .. }));
     }
 }
