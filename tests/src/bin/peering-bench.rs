@@ -109,6 +109,36 @@ impl Client {
         let status = res.status().as_u16();
         Ok((status, res.json().await.unwrap_or(Value::Null)))
     }
+
+    /// Joins `room`; an error unless the gateway answers 200.
+    async fn join(&self, room: &str) -> anyhow::Result<()> {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(json!({})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("join: {body}");
+        }
+        Ok(())
+    }
+
+    /// Sends a text message with transaction id `txn`; its event id.
+    async fn send_text(&self, room: &str, txn: &str, text: &str) -> anyhow::Result<String> {
+        let (status, sent) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                Some(json!({"msgtype": "m.text", "body": text})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("send: {sent}");
+        }
+        Ok(sent["event_id"].as_str().unwrap_or_default().to_owned())
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -244,17 +274,7 @@ async fn main() -> anyhow::Result<()> {
     for s in 0..args.samples {
         let text = format!("sample {s}");
         let t0 = Instant::now();
-        let (status, sent) = clients[0]
-            .call(
-                reqwest::Method::PUT,
-                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/b{s}"),
-                Some(json!({"msgtype": "m.text", "body": text})),
-            )
-            .await?;
-        if status != 200 {
-            bail!("send: {sent}");
-        }
-        last_event = sent["event_id"].as_str().unwrap_or_default().to_owned();
+        last_event = clients[0].send_text(&room, &format!("b{s}"), &text).await?;
         loop {
             let (_, sync) = reader
                 .call(
@@ -396,27 +416,9 @@ async fn backfill(clients: &[Client], count: usize) -> anyhow::Result<()> {
         let body = format!(
             "message {i}: the quick brown fox jumps over the lazy dog while we plan the meeting for friday"
         );
-        let (status, sent) = clients[0]
-            .call(
-                reqwest::Method::PUT,
-                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/h{i}"),
-                Some(json!({"msgtype": "m.text", "body": body})),
-            )
-            .await?;
-        if status != 200 {
-            bail!("send: {sent}");
-        }
+        clients[0].send_text(&room, &format!("h{i}"), &body).await?;
     }
-    let (status, body) = clients[1]
-        .call(
-            reqwest::Method::POST,
-            &format!("/_matrix/client/v3/join/{room}"),
-            Some(json!({})),
-        )
-        .await?;
-    if status != 200 {
-        bail!("join: {body}");
-    }
+    clients[1].join(&room).await?;
     let started = Instant::now();
     let mut seen = 0;
     let mut pages = 0;
@@ -526,28 +528,10 @@ async fn new_members(
         .await?;
         let client =
             Client::register(&http, &format!("http://{}", running.addr), &format!("n{n}")).await?;
-        let (status, body) = client
-            .call(
-                reqwest::Method::POST,
-                &format!("/_matrix/client/v3/join/{room}"),
-                Some(json!({})),
-            )
-            .await?;
-        if status != 200 {
-            bail!("join: {body}");
-        }
+        client.join(room).await?;
         let t0 = Instant::now();
         let text = format!("welcome {n}");
-        let (status, sent) = sender
-            .call(
-                reqwest::Method::PUT,
-                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/w{n}"),
-                Some(json!({"msgtype": "m.text", "body": text})),
-            )
-            .await?;
-        if status != 200 {
-            bail!("send: {sent}");
-        }
+        sender.send_text(room, &format!("w{n}"), &text).await?;
         loop {
             let (_, page) = client
                 .call(
