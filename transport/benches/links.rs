@@ -1,6 +1,6 @@
 //! What hybrid post-quantum links cost against classical ones: a whole Noise handshake (both
 //! ends, in memory, no sockets) and one 2 459-byte frame sealed and opened, for
-//! `Noise_IK_25519_AESGCM_SHA256` and `Noise_IKhfs_25519+Kyber1024_AESGCM_SHA256`.
+//! `Noise_IK_25519_AESGCM_SHA256` and `Noise_IKhfs_25519+MLKEM1024_AESGCM_SHA256`.
 //!
 //! `cargo bench -p transport --bench links`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -15,15 +15,15 @@ fn handshake(
     a: &LinkKeypair,
     b: &LinkKeypair,
 ) -> (snow::TransportState, snow::TransportState) {
-    let p: snow::params::NoiseParams = params.parse().unwrap();
-    let mut i = snow::Builder::new(p.clone())
+    let pq = params == NOISE_PARAMS_PQ;
+    let mut i = transport::link::noise_builder(pq)
         .local_private_key(&a.secret)
         .unwrap()
         .remote_public_key(&b.public)
         .unwrap()
         .build_initiator()
         .unwrap();
-    let mut r = snow::Builder::new(p)
+    let mut r = transport::link::noise_builder(pq)
         .local_private_key(&b.secret)
         .unwrap()
         .build_responder()

@@ -8,8 +8,13 @@
 //! fraction received, the fraction `Delivered` (confirmed) within the capped retries, latency
 //! from `send` to the receiver's `recv`, and the sender's real packets per data fragment (the
 //! bandwidth the repair costs, in Poisson send slots that would otherwise carry cover).
-//! Set `MIXGATE_LOSS_SCALE` (default 1) to multiply the message counts and
-//! `MIXGATE_LOSS_RATES` (comma-separated fractions) to choose the loss rates.
+//! Set `MIXGATE_LOSS_SCALE` (default 1) to multiply the message counts,
+//! `MIXGATE_LOSS_RATES` (comma-separated fractions) to choose the loss rates,
+//! `MIXGATE_LOSS_COUNTS` (three numbers: messages of each size per pair, default `60,20,10`),
+//! `MIXGATE_LOSS_LAMBDA` (send rate per client, default 50/s) and `MIXGATE_LOSS_PACE`
+//! (messages started per second per sender, default 2) for long runs. Each rate ends with a
+//! line giving, per size, the 95% upper bound on the loss rate (exact binomial, from the
+//! number of messages that did not arrive).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -31,13 +36,64 @@ const PAIRS: usize = 2;
 /// Messages per second each sender starts (paced well under its send rate).
 const PACE: f64 = 2.0;
 
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn counts() -> [usize; 3] {
+    let v: Vec<usize> = std::env::var("MIXGATE_LOSS_COUNTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    v.try_into().unwrap_or(COUNTS)
+}
+
+fn pace() -> f64 {
+    env_f64("MIXGATE_LOSS_PACE", PACE)
+}
+
+/// The 95% upper bound on a loss probability after `lost` of `n` (Clopper–Pearson, by
+/// bisection on the binomial tail).
+fn upper_bound_95(lost: usize, n: usize) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    // P(X ≤ lost | p) for X ~ Binomial(n, p), summed in log space.
+    let cdf = |p: f64| -> f64 {
+        let mut sum = 0.0;
+        let mut log_c = 0.0f64; // log C(n, 0)
+        for k in 0..=lost {
+            if k > 0 {
+                log_c += ((n - k + 1) as f64).ln() - (k as f64).ln();
+            }
+            sum += (log_c + k as f64 * p.ln() + (n - k) as f64 * (1.0 - p).ln()).exp();
+        }
+        sum
+    };
+    let (mut lo, mut hi) = (lost as f64 / n as f64, 1.0);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if cdf(mid) > 0.05 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
 fn params() -> TrafficParams {
+    let lambda = env_f64("MIXGATE_LOSS_LAMBDA", 50.0);
     TrafficParams {
-        lambda_per_s: 50.0,
+        lambda_per_s: lambda,
         loop_per_s: 2.0,
         mix_loop_per_s: 1.0,
         mu_ms: 2.0,
-        poll_per_s: 20.0,
+        // Poll capacity (× 16) must exceed 1.25 × 2(λ + loop): 20/s up to λ = 126/s.
+        poll_per_s: (20.0f64).max((2.6 * (lambda + 2.0) / 16.0).ceil()),
         poll_batch: 16,
         ..TrafficParams::default()
     }
@@ -105,7 +161,7 @@ async fn run(loss: f64, scale: usize) -> Run {
     let mut send_tasks = vec![];
     for (p, (s, to)) in senders.iter().zip(addrs).enumerate() {
         let mut kinds = vec![];
-        for (k, &n) in COUNTS.iter().enumerate() {
+        for (k, &n) in counts().iter().enumerate() {
             kinds.extend(std::iter::repeat_n(k, n * scale));
         }
         let len = kinds.len();
@@ -113,7 +169,7 @@ async fn run(loss: f64, scale: usize) -> Run {
         let s = s.clone();
         send_tasks.push(tokio::spawn(async move {
             let mut out = vec![];
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / PACE));
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / pace()));
             for (j, k) in mixed.into_iter().enumerate() {
                 tick.tick().await;
                 let tag = (p * 1_000_000 + j) as u32;
@@ -172,8 +228,8 @@ async fn delivery_under_loss() {
         .unwrap_or(1);
     let p = params();
     println!(
-        "λ = {}/s, μ = {} ms, polls {}/s × {}; {PAIRS} pairs; pace {PACE} msg/s per sender",
-        p.lambda_per_s, p.mu_ms, p.poll_per_s, p.poll_batch
+        "λ = {}/s, μ = {} ms, polls {}/s × {}; {PAIRS} pairs; pace {} msg/s per sender; {:?} messages of each size per pair, × {scale}",
+        p.lambda_per_s, p.mu_ms, p.poll_per_s, p.poll_batch, pace(), counts()
     );
     println!("| loss | size | sent | received | delivered | p50 / p90 / p99 / max ms | real packets per data fragment | retransmits | resends |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -197,5 +253,39 @@ async fn delivery_under_loss() {
                 if k == 0 { r.resends.to_string() } else { String::new() },
             );
         }
+        let bounds: Vec<String> = r
+            .per_size
+            .iter()
+            .enumerate()
+            .map(|(k, (sent, recv, _, _))| {
+                let ub = upper_bound_95(sent - recv, *sent);
+                format!(
+                    "{} B: {} of {sent} lost, ≤ {:.3}%",
+                    SIZES[k],
+                    sent - recv,
+                    100.0 * ub
+                )
+            })
+            .collect();
+        let (sent, recv) = r
+            .per_size
+            .iter()
+            .fold((0, 0), |(a, b), (s, v, _, _)| (a + s, b + v));
+        println!(
+            "95% upper bound on the loss rate at {:.0}%: {}; all sizes: {} of {sent} lost, ≤ {:.3}%",
+            r.loss * 100.0,
+            bounds.join("; "),
+            sent - recv,
+            100.0 * upper_bound_95(sent - recv, sent)
+        );
     }
+}
+
+#[test]
+fn upper_bound_matches_the_rule_of_three() {
+    // 0 of n: the bound is 1 − 0.05^(1/n) ≈ 3/n.
+    let b = upper_bound_95(0, 3000);
+    assert!((b - (1.0 - 0.05f64.powf(1.0 / 3000.0))).abs() < 1e-9, "{b}");
+    // 1 of 100: Clopper–Pearson one-sided gives 4.66%.
+    assert!((upper_bound_95(1, 100) - 0.0466).abs() < 0.0005);
 }

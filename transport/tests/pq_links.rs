@@ -1,5 +1,5 @@
 //! Hybrid post-quantum links end to end: a network whose directory document sets
-//! `pq_links` carries a message and its confirmation over IKhfs (X25519 + Kyber1024) links
+//! `pq_links` carries a message and its confirmation over IKhfs (X25519 + ML-KEM-1024) links
 //! between every node and between gateways and their providers, and the providers refuse a
 //! classical handshake. No timing assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

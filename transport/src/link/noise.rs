@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use snow::{Builder, TransportState};
+use snow::TransportState;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -13,23 +13,25 @@ use tokio::time::timeout;
 
 use super::fault::{FaultState, LinkFaults};
 use super::frame::{Frame, FrameError, FrameKind, FRAME_PLAIN, FRAME_WIRE};
+use super::ml_kem::noise_builder;
 
 /// The Noise protocol every link speaks (classical).
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_AESGCM_SHA256";
 /// The hybrid post-quantum protocol, when the directory document sets `pq_links`: IK with
-/// the KEM extension (`hfs`), X25519 and Kyber1024 together, so the link keys stay secret
-/// unless *both* are broken.
-pub const NOISE_PARAMS_PQ: &str = "Noise_IKhfs_25519+Kyber1024_AESGCM_SHA256";
+/// the KEM extension (`hfs`), X25519 and ML-KEM-1024 (FIPS 203) together, so the link keys
+/// stay secret unless *both* are broken. snow cannot parse this name; build it with
+/// [`super::noise_params`] / [`super::noise_builder`].
+pub const NOISE_PARAMS_PQ: &str = "Noise_IKhfs_25519+MLKEM1024_AESGCM_SHA256";
 const PROLOGUE: &[u8] = b"mixgate link v1";
 const MSG1_LEN: usize = 32 + 48 + 16;
 const MSG2_LEN: usize = 32 + 16;
-/// Kyber1024 public key and ciphertext sizes.
-const KYBER_PK: usize = 1568;
-const KYBER_CT: usize = 1568;
+/// ML-KEM-1024 public key and ciphertext sizes.
+const KEM_PK: usize = super::ml_kem::ML_KEM_1024_PUB;
+const KEM_CT: usize = super::ml_kem::ML_KEM_1024_CT;
 /// IKhfs message 1 adds the KEM ephemeral public key (`e1`, encrypted: + tag).
-const MSG1_LEN_PQ: usize = MSG1_LEN + KYBER_PK + 16;
+const MSG1_LEN_PQ: usize = MSG1_LEN + KEM_PK + 16;
 /// Message 2 adds the KEM ciphertext (`ekem1`, encrypted: + tag).
-const MSG2_LEN_PQ: usize = MSG2_LEN + KYBER_CT + 16;
+const MSG2_LEN_PQ: usize = MSG2_LEN + KEM_CT + 16;
 
 /// Handshake message lengths for the classical or the hybrid pattern.
 pub(super) fn msg_lens(pq: bool) -> (usize, usize) {
@@ -369,14 +371,6 @@ fn split(stream: TcpStream, state: TransportState, cfg: &LinkConfig) -> (LinkSen
     )
 }
 
-fn params(pq: bool) -> snow::params::NoiseParams {
-    // The constants are valid pattern strings; parsing cannot fail.
-    #[allow(clippy::expect_used)]
-    if pq { NOISE_PARAMS_PQ } else { NOISE_PARAMS }
-        .parse()
-        .expect("noise params")
-}
-
 /// Opens a link to a peer whose static key `remote` comes from the directory.
 pub async fn connect(
     mut stream: TcpStream,
@@ -386,7 +380,7 @@ pub async fn connect(
 ) -> Result<(LinkSender, LinkReceiver), LinkError> {
     let (l1, l2) = msg_lens(cfg.pq);
     let fut = async {
-        let mut hs = Builder::new(params(cfg.pq))
+        let mut hs = noise_builder(cfg.pq)
             .local_private_key(&local.secret)?
             .remote_public_key(remote)?
             .prologue(PROLOGUE)?
@@ -421,7 +415,7 @@ pub async fn accept(
 ) -> Result<([u8; 32], LinkSender, LinkReceiver), LinkError> {
     let (l1, l2) = msg_lens(cfg.pq);
     let fut = async {
-        let mut hs = Builder::new(params(cfg.pq))
+        let mut hs = noise_builder(cfg.pq)
             .local_private_key(&local.secret)?
             .prologue(PROLOGUE)?
             .build_responder()?;

@@ -295,16 +295,15 @@ async fn hybrid_links_carry_frames_and_refuse_a_classical_peer() {
 #[test]
 fn hybrid_handshake_message_lengths() {
     // The responder reads fixed-length handshake messages: the constants must match snow.
-    let p: snow::params::NoiseParams = NOISE_PARAMS_PQ.parse().unwrap();
     let (a, b) = (LinkKeypair::random(), LinkKeypair::random());
-    let mut i = snow::Builder::new(p.clone())
+    let mut i = crate::link::noise_builder(true)
         .local_private_key(&a.secret)
         .unwrap()
         .remote_public_key(&b.public)
         .unwrap()
         .build_initiator()
         .unwrap();
-    let mut r = snow::Builder::new(p)
+    let mut r = crate::link::noise_builder(true)
         .local_private_key(&b.secret)
         .unwrap()
         .build_responder()
@@ -315,4 +314,37 @@ fn hybrid_handshake_message_lengths() {
     r.read_message(&m[..n1], &mut pl).unwrap();
     let n2 = r.write_message(&[], &mut m).unwrap();
     assert_eq!((n1, n2), super::noise::msg_lens(true));
+}
+
+#[test]
+fn an_ml_kem_responder_refuses_a_peer_speaking_the_kyber_pattern() {
+    // A peer that still names its hybrid pattern `…+Kyber1024…` (snow's round-3 Kyber): the
+    // names differ, so the handshake hashes differ and the responder cannot open the
+    // initiator's static key, even with the same KEM sizes (here even the same KEM).
+    let (a, b) = (LinkKeypair::random(), LinkKeypair::random());
+    let kyber: snow::params::NoiseParams =
+        "Noise_IKhfs_25519+Kyber1024_AESGCM_SHA256".parse().unwrap();
+    let mut i = snow::Builder::with_resolver(
+        kyber,
+        Box::new(snow::resolvers::FallbackResolver::new(
+            Box::new(crate::link::MlKemResolver),
+            Box::new(snow::resolvers::DefaultResolver),
+        )),
+    )
+    .local_private_key(&a.secret)
+    .unwrap()
+    .remote_public_key(&b.public)
+    .unwrap()
+    .build_initiator()
+    .unwrap();
+    let mut r = crate::link::noise_builder(true)
+        .local_private_key(&b.secret)
+        .unwrap()
+        .build_responder()
+        .unwrap();
+    let mut m = vec![0u8; 4096];
+    let mut pl = vec![0u8; 4096];
+    let n1 = i.write_message(&[], &mut m).unwrap();
+    assert_eq!(n1, super::noise::msg_lens(true).0);
+    assert!(r.read_message(&m[..n1], &mut pl).is_err());
 }
