@@ -246,37 +246,17 @@ async fn edu_round(peer: &Peer) -> ApiResult<()> {
                 });
         }
     }
-    for (dest, edus) in per_dest {
-        // Typing and receipts go sealed under the room's epoch; the rest under Olm.
-        let mut of_rooms: BTreeMap<OwnedRoomId, Vec<Edu>> = BTreeMap::new();
-        let mut for_gateway = Vec::new();
-        for edu in edus {
-            match &edu {
-                Edu::Typing { room_id, .. } | Edu::Receipt { room_id, .. } => {
-                    of_rooms.entry(room_id.clone()).or_default().push(edu)
-                }
-                _ => for_gateway.push(edu),
-            }
-        }
-        for (room, edus) in of_rooms {
-            let readers = gw.rooms.member_servers(&room)?;
-            if !readers.contains(&dest) {
-                peer.stats.dropped("edu_not_reader");
-                continue;
-            }
-            let to = BTreeSet::from([dest.clone()]);
-            for chunk in edu_chunks(edus) {
-                super::seal::send_room(peer, &room, &readers, &to, Vec::new(), chunk).await?;
-            }
-        }
-        for chunk in edu_chunks(for_gateway) {
-            let body = Body::Txn {
-                id: random_string(16),
-                pdus: Vec::new(),
-                edus: chunk,
-            };
-            deliver_olm(peer, &dest, body).await?;
-        }
+    // Destinations are served concurrently: a peer that is away (its one-time key claim waits
+    // up to 12 s) does not hold up typing, receipts and to-device messages for the others.
+    let rounds = per_dest
+        .into_iter()
+        .map(|(dest, edus)| send_edus_to(peer, dest, edus));
+    let first_error = futures::future::join_all(rounds)
+        .await
+        .into_iter()
+        .find_map(Result::err);
+    if let Some(e) = first_error {
+        return Err(e);
     }
     if let Some((last, _)) = queued.last() {
         gw.edus.remove_upto(last).await?;
@@ -286,6 +266,42 @@ async fn edu_round(peer: &Peer) -> ApiResult<()> {
         cursor_table().put(&mut batch, DEVICE_LISTS_KEY, &to)?;
         gw.db.apply(batch)?;
         gw.db.flush().await?;
+    }
+    Ok(())
+}
+
+/// Sends one destination's EDUs: typing and receipts sealed under their room's epoch, the
+/// rest under Olm.
+async fn send_edus_to(peer: &Peer, dest: OwnedServerName, edus: Vec<Edu>) -> ApiResult<()> {
+    let gw = &peer.gw;
+    let mut of_rooms: BTreeMap<OwnedRoomId, Vec<Edu>> = BTreeMap::new();
+    let mut for_gateway = Vec::new();
+    for edu in edus {
+        match &edu {
+            Edu::Typing { room_id, .. } | Edu::Receipt { room_id, .. } => {
+                of_rooms.entry(room_id.clone()).or_default().push(edu)
+            }
+            _ => for_gateway.push(edu),
+        }
+    }
+    for (room, edus) in of_rooms {
+        let readers = gw.rooms.member_servers(&room)?;
+        if !readers.contains(&dest) {
+            peer.stats.dropped("edu_not_reader");
+            continue;
+        }
+        let to = BTreeSet::from([dest.clone()]);
+        for chunk in edu_chunks(edus) {
+            super::seal::send_room(peer, &room, &readers, &to, Vec::new(), chunk).await?;
+        }
+    }
+    for chunk in edu_chunks(for_gateway) {
+        let body = Body::Txn {
+            id: random_string(16),
+            pdus: Vec::new(),
+            edus: chunk,
+        };
+        deliver_olm(peer, &dest, body).await?;
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::{
 mod backfill;
 mod catchup;
 mod corpus;
+mod edus;
 mod groupkeys;
 mod media;
 mod relations;
