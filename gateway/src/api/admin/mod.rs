@@ -4,6 +4,7 @@
 //! The logic lives in `service::admin`; these handlers parse and shape.
 
 mod media;
+mod room_delete;
 mod rooms;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     let r = r.route("/_synapse/admin/v1/server_version", get(server_version));
     let r = users::routes(r);
     let r = rooms::routes(r);
+    let r = room_delete::routes(r);
     let r = media::routes(r);
     tokens::routes(r)
 }
