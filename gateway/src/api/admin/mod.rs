@@ -5,6 +5,8 @@
 
 mod media;
 mod room_delete;
+#[cfg(test)]
+mod room_delete_tests;
 mod rooms;
 #[cfg(test)]
 mod tests;

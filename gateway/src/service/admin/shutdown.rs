@@ -23,9 +23,9 @@ pub const DEFAULT_ROOM_NAME: &str = "Content Violation Notification";
 pub const DEFAULT_MESSAGE: &str =
     "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.";
 
-/// The body of a deletion request (Synapse's field names and defaults).
+/// The body of a deletion request (Synapse's field names and defaults; like Synapse, other
+/// fields are ignored).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct DeleteRoom {
     /// Local user who creates a new room the members are moved into.
     #[serde(default)]
