@@ -137,6 +137,21 @@ fn mentions(k: &Kit, needle: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Ids of the stored events of `room` (keys of `pdus` whose event names the room).
+fn room_events(k: &Kit, room: &str) -> Vec<String> {
+    mentions(k, room)
+        .into_iter()
+        .filter(|(table, _)| table == "pdus")
+        .map(|(_, key)| key.trim_start_matches('\0').to_owned())
+        .collect()
+}
+
+/// Entries still mentioning any of `events` (relations, transaction ids, the outgoing
+/// queue, the event feed and state groups name events, not rooms).
+fn mentioning_events(k: &Kit, events: &[String]) -> Vec<(String, String)> {
+    events.iter().flat_map(|e| mentions(k, e)).collect()
+}
+
 async fn sync(k: &Kit, token: &str, since: Option<&str>) -> Value {
     let path = match since {
         Some(s) => format!("/_matrix/client/v3/sync?timeout=0&since={s}"),
@@ -156,6 +171,9 @@ async fn an_admin_deletes_a_room_members_see_the_leave_and_the_purge_leaves_noth
         "the room is stored: {:?}",
         mentions(&k, &room)
     );
+    let events = room_events(&k, &room);
+    assert!(events.len() > 8, "{events:?}");
+    assert!(!mentioning_events(&k, &events).is_empty());
     let before = sync(&k, &bob, None).await;
     let since = before["next_batch"]
         .as_str()
@@ -217,6 +235,10 @@ async fn an_admin_deletes_a_room_members_see_the_leave_and_the_purge_leaves_noth
         .filter(|(table, _)| table != "room_deletions")
         .collect();
     assert_eq!(left_over, Vec::<(String, String)>::new());
+    assert_eq!(
+        mentioning_events(&k, &events),
+        Vec::<(String, String)>::new()
+    );
     for token in [&alice, &bob] {
         let fresh = sync(&k, token, None).await;
         assert!(!fresh.to_string().contains(&room), "{fresh}");
@@ -240,6 +262,7 @@ async fn an_admin_deletes_a_room_members_see_the_leave_and_the_purge_leaves_noth
 async fn one_call_kicks_and_purges() {
     let (k, root, alice) = setup().await;
     let (room, _) = busy_room(&k, &alice).await;
+    let events = room_events(&k, &room);
     let (status, result) = k
         .call(
             Method::DELETE,
@@ -259,6 +282,10 @@ async fn one_call_kicks_and_purges() {
         })
     );
     assert_eq!(mentions(&k, &room), Vec::<(String, String)>::new());
+    assert_eq!(
+        mentioning_events(&k, &events),
+        Vec::<(String, String)>::new()
+    );
     assert!(k.gw.rooms.all_rooms().expect("rooms").is_empty());
 }
 
