@@ -4,6 +4,8 @@
 //! room with a notice, take the room's local aliases and directory entry away, then
 //! optionally purge what is stored about it ([`crate::service::rooms::purge`]).
 
+use std::time::Duration;
+
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -133,8 +135,51 @@ pub async fn delete_room(
         if remaining > 0 && !req.force_purge {
             return Err(DeleteError::UsersRemain(remaining).into());
         }
+        leaves_sent(gw, room).await?;
         purge(gw, room).await?;
     }
+    Ok(())
+}
+
+/// Longest wait for peering to send the leaves before a purge removes them.
+const SEND_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits (at most [`SEND_WAIT`]) until the room's newest event, the last leave, has gone out
+/// to the other gateways in the room, so they see the members leave before the events are
+/// purged here. A room with no members elsewhere does not wait; if peering does not pass the
+/// event in time (or is not running) the purge goes ahead and this is logged.
+async fn leaves_sent(gw: &Gateway, room: &RoomId) -> ApiResult<()> {
+    let elsewhere = gw
+        .rooms
+        .members(room)?
+        .iter()
+        .any(|(u, m)| u.server_name() != gw.server_name() && m.membership == "join");
+    let Some((last, _)) = gw
+        .rooms
+        .timeline(room, u64::MAX, true, 1)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(());
+    };
+    if !elsewhere {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + SEND_WAIT;
+    loop {
+        match gw.remote.sent_past(last).await {
+            Ok(true) => return Ok(()),
+            Ok(false) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(room = %room, "purging without peering: {}", e.message);
+                return Ok(());
+            }
+        }
+    }
+    tracing::warn!(room = %room, "purging before peering sent the leaves");
     Ok(())
 }
 
