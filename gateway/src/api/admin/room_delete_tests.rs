@@ -524,3 +524,49 @@ async fn bad_deletion_requests_are_refused_and_change_nothing() {
         .expect("read")
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_waiting_while_the_room_is_deleted_gets_the_leave_before_the_purge() {
+    let (k, root, alice) = setup().await;
+    let (room, bob) = busy_room(&k, &alice).await;
+    let since = sync(&k, &bob, None).await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let k = std::sync::Arc::new(k);
+    let waiting = {
+        let (k, bob, room_id) = (k.clone(), bob.clone(), room.clone());
+        // As a client does: sync again with each `next_batch` until the room is left.
+        tokio::spawn(async move {
+            let mut since = since;
+            let mut last = (StatusCode::OK, Value::Null);
+            for _ in 0..10 {
+                let path = format!("/_matrix/client/v3/sync?timeout=5000&since={since}");
+                last = k.call(Method::GET, &path, Some(&bob), None).await;
+                let left = last.1["rooms"]["leave"].get(&room_id).is_some();
+                match last.1["next_batch"].as_str() {
+                    Some(next) if last.0 == StatusCode::OK && !left => since = next.to_owned(),
+                    _ => break,
+                }
+            }
+            last
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, result) = k
+        .call(
+            Method::DELETE,
+            &format!("/_synapse/admin/v1/rooms/{}", enc(&room)),
+            Some(&root),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    let (status, body) = waiting.await.expect("sync task");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["rooms"]["leave"].get(&room).is_some(),
+        "the waiting sync answers with the leave: {body}"
+    );
+    assert_eq!(mentions(&k, &room), Vec::<(String, String)>::new());
+}

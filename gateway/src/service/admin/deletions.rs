@@ -160,3 +160,38 @@ pub fn by_room(gw: &Gateway, room: &RoomId) -> ApiResult<Vec<DeleteStatus>> {
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unfinished_deletion_not_running_here_reads_as_interrupted() {
+        let k = crate::testkit::kit();
+        let room = ruma::RoomId::parse("!r:example.org").expect("room id");
+        for (id, phase) in [("a", Phase::Active), ("b", Phase::Complete)] {
+            save(
+                &k.gw,
+                &DeleteStatus {
+                    delete_id: id.into(),
+                    room_id: room.clone(),
+                    status: phase,
+                    error: None,
+                    shutdown_room: ShutdownRoom::default(),
+                },
+            )
+            .await
+            .expect("save");
+        }
+        let a = by_id(&k.gw, "a").expect("a");
+        assert_eq!(
+            (a.status, a.error.as_deref()),
+            (Phase::Failed, Some("interrupted by a restart"))
+        );
+        assert_eq!(by_id(&k.gw, "b").expect("b").status, Phase::Complete);
+        // While it runs here, it reads as stored.
+        k.gw.deletions.lock().insert("a".into(), room.clone());
+        assert_eq!(by_id(&k.gw, "a").expect("a").status, Phase::Active);
+        assert_eq!(by_room(&k.gw, &room).expect("room").len(), 2);
+    }
+}

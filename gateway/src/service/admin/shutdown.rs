@@ -136,10 +136,19 @@ pub async fn delete_room(
             return Err(DeleteError::UsersRemain(remaining).into());
         }
         leaves_sent(gw, room).await?;
+        if !result.kicked_users.is_empty() {
+            // Members' waiting syncs deliver the leave before its event is purged.
+            tokio::time::sleep(PURGE_GRACE).await;
+        }
         purge(gw, room).await?;
     }
     Ok(())
 }
+
+/// Pause between the members' leaves and the purge, so that syncs waiting on the leave
+/// answer with it first (a client that does not sync in that window never sees the leave:
+/// the room just disappears from its syncs).
+const PURGE_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest wait for peering to send the leaves before a purge removes them.
 const SEND_WAIT: Duration = Duration::from_secs(60);
