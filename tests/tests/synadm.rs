@@ -2,7 +2,7 @@
 //! gateway through the Synapse admin API: users (list, details, modify, deactivate, which
 //! also lists the user's rooms by alias), registration tokens (new, list, details, update,
 //! delete), rooms (list, details, members) and room deletion (v2 with block, a new room
-//! and delete-status; v1 with purge). The admin account is made with
+//! and delete-status; block-status and unblock; v1 with purge). The admin account is made with
 //! `mixgate admin create-user --admin` on the stopped gateway's data first.
 
 use mixgate_tests::{
@@ -198,6 +198,16 @@ async fn synadm_administers_users_tokens_and_rooms() {
     assert_eq!(by_room["results"][0]["delete_id"], delete_id, "{by_room}");
     let rejoin = alice_http.join(&doomed).await.expect("join");
     assert_eq!(rejoin.status, 403, "a blocked room: {:?}", rejoin.body);
+    let blocked = run(&["room", "block-status", &doomed]);
+    assert_eq!(
+        (blocked["block"].clone(), blocked["user_id"].clone()),
+        (json!(true), json!(root_id)),
+        "{blocked}"
+    );
+    let lifted = run(&["room", "block", &doomed, "--unblock"]);
+    assert_eq!(lifted["block"], false, "{lifted}");
+    let blocked = run(&["room", "block-status", &doomed]);
+    assert_eq!(blocked["block"], false, "{blocked}");
     let moved = run(&["room", "members", &new_room]);
     assert!(
         moved.to_string().contains(&alice.user_id),

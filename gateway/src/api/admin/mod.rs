@@ -4,6 +4,7 @@
 //! The logic lives in `service::admin`; these handlers parse and shape.
 
 mod media;
+mod room_block;
 mod room_delete;
 #[cfg(test)]
 mod room_delete_tests;
@@ -28,6 +29,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     let r = users::routes(r);
     let r = rooms::routes(r);
     let r = room_delete::routes(r);
+    let r = room_block::routes(r);
     let r = media::routes(r);
     tokens::routes(r)
 }

@@ -38,7 +38,7 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
 type Reply = Result<Json<Value>, ApiError>;
 
 /// A room id from the path: 400 `M_INVALID_PARAM` if it is not one (Synapse's answer).
-fn room_id(raw: &str) -> Result<OwnedRoomId, ApiError> {
+pub(super) fn room_id(raw: &str) -> Result<OwnedRoomId, ApiError> {
     RoomId::parse(raw).map_err(|_| ApiError::invalid_param(format!("{raw} is not a room id")))
 }
 

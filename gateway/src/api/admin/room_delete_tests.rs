@@ -570,3 +570,49 @@ async fn a_sync_waiting_while_the_room_is_deleted_gets_the_leave_before_the_purg
     );
     assert_eq!(mentions(&k, &room), Vec::<(String, String)>::new());
 }
+
+#[tokio::test]
+async fn an_admin_blocks_and_unblocks_a_room_without_deleting_it() {
+    let (k, root, alice) = setup().await;
+    let (room, _) = busy_room(&k, &alice).await;
+    let path = format!("/_synapse/admin/v1/rooms/{}/block", enc(&room));
+    let (_, shown) = k.call(Method::GET, &path, Some(&root), None).await;
+    assert_eq!(shown, json!({"block": false}));
+    let (status, set) = k
+        .call(
+            Method::PUT,
+            &path,
+            Some(&root),
+            Some(json!({"block": true})),
+        )
+        .await;
+    assert_eq!((status, set), (StatusCode::OK, json!({"block": true})));
+    let (_, shown) = k.call(Method::GET, &path, Some(&root), None).await;
+    assert_eq!(
+        shown,
+        json!({"block": true, "user_id": "@root:example.org"})
+    );
+    let (_, carol) = k.user("carol").await;
+    let join = format!("/_matrix/client/v3/join/{}", enc(&room));
+    let got = k
+        .call(Method::POST, &join, Some(&carol), Some(json!({})))
+        .await;
+    assert_err(got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let (status, _) = k
+        .call(
+            Method::PUT,
+            &path,
+            Some(&root),
+            Some(json!({"block": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, joined) = k
+        .call(Method::POST, &join, Some(&carol), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    let got = k
+        .call(Method::PUT, &path, Some(&root), Some(json!({})))
+        .await;
+    assert_err(got, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+}

@@ -104,6 +104,16 @@ fn every_route() -> Vec<(Method, String, Option<Value>)> {
         ),
         (
             Method::GET,
+            format!("/_synapse/admin/v1/rooms/{room}/block"),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/_synapse/admin/v1/rooms/{room}/block"),
+            Some(json!({"block": true})),
+        ),
+        (
+            Method::GET,
             "/_synapse/admin/v1/registration_tokens".into(),
             None,
         ),

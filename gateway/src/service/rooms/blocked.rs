@@ -1,6 +1,7 @@
 //! Rooms an admin blocked (Synapse's `block: true` of the room deletion API): no local user
 //! may join, be invited into, knock on or create a room with a blocked id, by any path.
-//! The list lives in its own table, outside the room tables a purge removes.
+//! The list lives in its own table, outside the room tables a purge removes; Synapse's
+//! `PUT /_synapse/admin/v1/rooms/{roomId}/block` sets or lifts a block.
 
 use ruma::{RoomId, UserId};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,15 @@ impl Rooms {
                 user_id: by.to_string(),
             },
         )?;
+        self.db.apply(b)?;
+        self.db.flush().await?;
+        Ok(())
+    }
+
+    /// Lifts the block of `room` (a no-op if it is not blocked).
+    pub async fn unblock(&self, room: &RoomId) -> ApiResult<()> {
+        let mut b = Batch::new();
+        table().delete(&mut b, room.as_bytes());
         self.db.apply(b)?;
         self.db.flush().await?;
         Ok(())
