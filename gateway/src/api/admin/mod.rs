@@ -5,6 +5,8 @@
 
 mod media;
 mod room_block;
+#[cfg(test)]
+mod room_block_tests;
 mod room_delete;
 #[cfg(test)]
 mod room_delete_tests;

@@ -1,5 +1,5 @@
-//! Room deletion through the admin API: kick and purge, block, moving members into a new
-//! room, the status of background deletions, and bad requests. (Auth errors of these paths
+//! Room deletion through the admin API: kick and purge, moving members into a new room, the
+//! status of background deletions, and bad requests (blocking: `room_block_tests.rs`). (Auth errors of these paths
 //! are in `tests.rs`, with every other admin path.)
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use crate::testkit::{enc, Kit};
 
 /// Alice's room (`#den`, published in the directory) with Bob joined, a message, a thread
 /// reply, a receipt, a tag and a read marker by Bob. Returns the room id and Bob's token.
-async fn busy_room(k: &Kit, alice: &str) -> (String, String) {
+pub(super) async fn busy_room(k: &Kit, alice: &str) -> (String, String) {
     let (_, bob) = k.user("bob").await;
     let (status, created) = k
         .call(
@@ -104,7 +104,7 @@ async fn finished(k: &Kit, root: &str, delete_id: &str) -> Value {
 }
 
 /// Deletes `room` with `body` through v2 and waits for the end; the status object.
-async fn delete(k: &Kit, root: &str, room: &str, body: Value) -> Value {
+pub(super) async fn delete(k: &Kit, root: &str, room: &str, body: Value) -> Value {
     let (status, started) = k
         .call(
             Method::DELETE,
@@ -287,87 +287,6 @@ async fn one_call_kicks_and_purges() {
         Vec::<(String, String)>::new()
     );
     assert!(k.gw.rooms.all_rooms().expect("rooms").is_empty());
-}
-
-#[tokio::test]
-async fn a_blocked_room_cannot_be_joined_invited_into_or_created_again() {
-    let (k, root, alice) = setup().await;
-    let (room, bob) = busy_room(&k, &alice).await;
-    let done = delete(&k, &root, &room, json!({"block": true, "purge": false})).await;
-    assert_eq!(done["status"], "complete", "{done}");
-    let r = enc(&room);
-    let (_, carol) = k.user("carol").await;
-    for token in [&carol, &bob] {
-        let got = k
-            .call(
-                Method::POST,
-                &format!("/_matrix/client/v3/rooms/{r}/join"),
-                Some(token),
-                Some(json!({})),
-            )
-            .await;
-        assert_err(got.clone(), StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert_eq!(got.1["error"], "This room has been blocked on this server");
-        let got = k
-            .call(
-                Method::POST,
-                &format!("/_matrix/client/v3/join/{r}"),
-                Some(token),
-                Some(json!({})),
-            )
-            .await;
-        assert_err(got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    }
-    let got = k
-        .call(
-            Method::POST,
-            &format!("/_matrix/client/v3/rooms/{r}/invite"),
-            Some(&alice),
-            Some(json!({"user_id": "@carol:example.org"})),
-        )
-        .await;
-    assert_err(got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-
-    // Synapse accepts blocking a room it never held; later joins are refused, and the id
-    // cannot be created here.
-    let ghost = ruma::RoomId::parse("!ghost:example.org").expect("room id");
-    let (status, result) = k
-        .call(
-            Method::DELETE,
-            &format!("/_synapse/admin/v1/rooms/{}", enc(ghost.as_str())),
-            Some(&root),
-            Some(json!({"block": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{result}");
-    assert_eq!(result["kicked_users"], json!([]));
-    let got = k
-        .call(
-            Method::POST,
-            &format!("/_matrix/client/v3/join/{}", enc(ghost.as_str())),
-            Some(&carol),
-            Some(json!({})),
-        )
-        .await;
-    assert_err(got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    let creator = ruma::UserId::parse("@carol:example.org").expect("user");
-    let created =
-        k.gw.rooms
-            .write(&ghost, Some(ruma::RoomVersionId::V11), |txn| {
-                txn.append(
-                    &creator,
-                    "m.room.create",
-                    Some(""),
-                    json!({"room_version": "11"}),
-                    None,
-                )
-            })
-            .await;
-    assert_eq!(
-        created.err().map(|e| e.errcode),
-        Some("M_FORBIDDEN"),
-        "a blocked id cannot be created"
-    );
 }
 
 #[tokio::test]
@@ -569,50 +488,4 @@ async fn a_sync_waiting_while_the_room_is_deleted_gets_the_leave_before_the_purg
         "the waiting sync answers with the leave: {body}"
     );
     assert_eq!(mentions(&k, &room), Vec::<(String, String)>::new());
-}
-
-#[tokio::test]
-async fn an_admin_blocks_and_unblocks_a_room_without_deleting_it() {
-    let (k, root, alice) = setup().await;
-    let (room, _) = busy_room(&k, &alice).await;
-    let path = format!("/_synapse/admin/v1/rooms/{}/block", enc(&room));
-    let (_, shown) = k.call(Method::GET, &path, Some(&root), None).await;
-    assert_eq!(shown, json!({"block": false}));
-    let (status, set) = k
-        .call(
-            Method::PUT,
-            &path,
-            Some(&root),
-            Some(json!({"block": true})),
-        )
-        .await;
-    assert_eq!((status, set), (StatusCode::OK, json!({"block": true})));
-    let (_, shown) = k.call(Method::GET, &path, Some(&root), None).await;
-    assert_eq!(
-        shown,
-        json!({"block": true, "user_id": "@root:example.org"})
-    );
-    let (_, carol) = k.user("carol").await;
-    let join = format!("/_matrix/client/v3/join/{}", enc(&room));
-    let got = k
-        .call(Method::POST, &join, Some(&carol), Some(json!({})))
-        .await;
-    assert_err(got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    let (status, _) = k
-        .call(
-            Method::PUT,
-            &path,
-            Some(&root),
-            Some(json!({"block": false})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, joined) = k
-        .call(Method::POST, &join, Some(&carol), Some(json!({})))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{joined}");
-    let got = k
-        .call(Method::PUT, &path, Some(&root), Some(json!({})))
-        .await;
-    assert_err(got, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 }
