@@ -1,6 +1,7 @@
 //! An admin deletes a room shared with another gateway: that gateway sees the local members
-//! leave (the leaves go out before the purge removes them), and a blocked room cannot be
-//! joined again through the other gateway.
+//! leave (the leaves go out before the purge removes them), nothing of the room is left on
+//! the deleting gateway (group keys included), and a blocked room cannot be joined again
+//! through the other gateway.
 
 use super::*;
 use crate::service::admin::users::{upsert, UserChange};
@@ -45,6 +46,25 @@ async fn an_admin_deletes_a_shared_room_the_other_gateway_sees_the_leaves() {
     })
     .await;
     assert_eq!(net.membership(1, &room, &bob).as_deref(), Some("join"));
+    let needle = room.as_str().as_bytes();
+    let left: Vec<String> = net.nodes[0]
+        .gw
+        .db
+        .dump()
+        .expect("dump")
+        .into_iter()
+        .filter(|(k, v)| {
+            [k, v]
+                .iter()
+                .any(|b| b.windows(needle.len()).any(|w| w == needle))
+        })
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        vec![format!("blocked_rooms\0{room}")],
+        "only the block is left on A"
+    );
 
     // The room lives on at B; A's users cannot get back in through B.
     let (status, body) = net.call(0, Method::POST, &join, &at, Some(json!({}))).await;

@@ -12,7 +12,10 @@
 //!   rejected and backfilled events go too), `relations` of those events, and `txn_ids`,
 //!   `outgoing_pdus` and `event_feed` entries naming them; the `state_groups` its events and
 //!   head point at (with their parents);
-//! - by value: `room_aliases` pointing at the room and their `room_alias_creators`.
+//! - by value: `room_aliases` pointing at the room and their `room_alias_creators`;
+//! - peering's group keys of the room: this gateway's epoch in `gk_outbound` and other
+//!   gateways' sessions in `gk_inbound` (messages held for a key, `gk_pending`, name no room
+//!   and expire by themselves).
 //!
 //! Memory: parsed events and unread counts of the room are dropped. Sliding-sync connections
 //! forget the room when their lists next omit it. The block list (`blocked_rooms`) and
@@ -109,7 +112,7 @@ fn sep(part: &[u8]) -> Vec<u8> {
     p
 }
 
-/// The fields of a stored event a purge needs.
+/// The room of a stored event (or of a group-key session).
 #[derive(Deserialize)]
 struct EventRoom {
     room_id: String,
@@ -169,8 +172,18 @@ pub async fn purge(gw: &Gateway, room: &RoomId) -> ApiResult<PurgeReport> {
         &RawTable::new("thread_activity"),
         &RawTable::new("search_terms"),
         &RawTable::new("receipts"),
+        // Peering's outbound group-key epoch of the room (named here: service/ does not
+        // import peering/).
+        &RawTable::new("gk_outbound"),
     ] {
         sweep.room_keyed(table, room)?;
+    }
+    // Peering's inbound group-key sessions of the room, from other gateways.
+    let inbound = RawTable::new("gk_inbound");
+    for (k, v) in inbound.scan_prefix(db, b"")? {
+        if serde_json::from_slice::<EventRoom>(&v).is_ok_and(|e| e.room_id == room.as_str()) {
+            sweep.remove(&inbound, &k)?;
+        }
     }
     for table in [
         t.user_rooms.raw(),
