@@ -169,6 +169,12 @@ impl Db {
         }
     }
 
+    /// Every key and value of the whole keyspace, keys with their table prefix (`name 0x00`).
+    /// Walks and copies everything: meant for audits and tests, not for serving requests.
+    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_raw(b"", None, false, usize::MAX)
+    }
+
     /// Applies every write of `batch` atomically.
     pub fn apply(&self, batch: Batch) -> Result<()> {
         match &self.backend {

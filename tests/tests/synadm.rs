@@ -1,7 +1,8 @@
 //! The real `synadm` (PyPI, installed by `.ci/run` in `target/ops-venv`) administers a running
 //! gateway through the Synapse admin API: users (list, details, modify, deactivate, which
 //! also lists the user's rooms by alias), registration tokens (new, list, details, update,
-//! delete) and rooms (list, details, members). The admin account is made with
+//! delete), rooms (list, details, members) and room deletion (v2 with block, a new room
+//! and delete-status; block-status and unblock; v1 with purge). The admin account is made with
 //! `mixgate admin create-user --admin` on the stopped gateway's data first.
 
 use mixgate_tests::{
@@ -148,4 +149,80 @@ async fn synadm_administers_users_tokens_and_rooms() {
     assert_eq!(details["creator"], alice.user_id);
     let members = run(&["room", "members", &room]);
     assert_eq!(members["members"], json!([alice.user_id]), "{members}");
+
+    // Room deletion, v2 (the default, in the background) with block and a new room for the
+    // members, then its status by delete id and by room.
+    let doomed = alice_http
+        .create_room(&json!({"name": "Doomed", "room_alias_name": "doomed"}))
+        .await
+        .expect("createRoom");
+    let started = run(&[
+        "room",
+        "delete",
+        &doomed,
+        "--block",
+        "-u",
+        "moderator",
+        "-n",
+        "Moved",
+        "-m",
+        "This room was closed.",
+    ]);
+    let delete_id = started["delete_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a delete_id: {started}"))
+        .to_owned();
+    let mut status = json!(null);
+    for _ in 0..200 {
+        status = run(&["room", "delete-status", "--delete-id", &delete_id]);
+        if status["status"] == "complete" || status["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["status"], "complete", "{status}");
+    assert_eq!(
+        status["shutdown_room"]["kicked_users"],
+        json!([alice.user_id]),
+        "{status}"
+    );
+    assert_eq!(
+        status["shutdown_room"]["local_aliases"],
+        json!([format!("#doomed:{server}")])
+    );
+    let new_room = status["shutdown_room"]["new_room_id"]
+        .as_str()
+        .expect("a new room")
+        .to_owned();
+    let by_room = run(&["room", "delete-status", "--room-id", &doomed]);
+    assert_eq!(by_room["results"][0]["delete_id"], delete_id, "{by_room}");
+    let rejoin = alice_http.join(&doomed).await.expect("join");
+    assert_eq!(rejoin.status, 403, "a blocked room: {:?}", rejoin.body);
+    let blocked = run(&["room", "block-status", &doomed]);
+    assert_eq!(
+        (blocked["block"].clone(), blocked["user_id"].clone()),
+        (json!(true), json!(root_id)),
+        "{blocked}"
+    );
+    let lifted = run(&["room", "block", &doomed, "--unblock"]);
+    assert_eq!(lifted["block"], false, "{lifted}");
+    let blocked = run(&["room", "block-status", &doomed]);
+    assert_eq!(blocked["block"], false, "{blocked}");
+    let moved = run(&["room", "members", &new_room]);
+    assert!(
+        moved.to_string().contains(&alice.user_id),
+        "alice is in the new room: {moved}"
+    );
+
+    // v1 (synchronous) on the first room: purged.
+    let deleted = run(&["room", "delete", &room, "--v1"]);
+    assert_eq!(deleted["kicked_users"], json!([alice.user_id]), "{deleted}");
+    let rooms = run(&["room", "list"]);
+    let ids: Vec<&str> = rooms["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| r["room_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![new_room.as_str()], "{rooms}");
 }

@@ -48,6 +48,11 @@ fn retry_table() -> Table<Retry> {
 
 const CURSOR_KEY: &[u8] = b"outbound";
 
+/// The stream position up to which this gateway's events have been sent (0: none yet).
+pub fn sent_up_to(db: &storage::Db) -> ApiResult<u64> {
+    Ok(cursor_table().get(db, CURSOR_KEY)?.unwrap_or(0))
+}
+
 /// A message the network did not take yet.
 #[derive(Serialize, Deserialize)]
 struct Retry {

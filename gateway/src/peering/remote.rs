@@ -50,6 +50,11 @@ enum Command {
         media_id: String,
         done: oneshot::Sender<ApiResult<RemoteFile>>,
     },
+    /// Whether the outbound sender passed a stream position.
+    SentPast {
+        pos: u64,
+        done: oneshot::Sender<ApiResult<bool>>,
+    },
     /// A request whose answer is returned as JSON (key queries and claims).
     Ask {
         server: OwnedServerName,
@@ -118,6 +123,10 @@ impl Remote for RemoteHandle {
             membership: "leave",
             done,
         }))
+    }
+
+    fn sent_past(&self, pos: u64) -> BoxFuture<'_, ApiResult<bool>> {
+        Box::pin(self.call(move |done| Command::SentPast { pos, done }))
     }
 
     fn resolve_alias<'a>(
@@ -231,6 +240,9 @@ async fn execute(peer: &Peer, command: Command) {
         }
         Command::Backfill { room, done } => {
             let _ = done.send(super::backfill::fetch(peer, &room).await);
+        }
+        Command::SentPast { pos, done } => {
+            let _ = done.send(super::outbound::sent_up_to(&peer.gw.db).map(|c| c >= pos));
         }
         Command::Media {
             server,

@@ -29,6 +29,7 @@ mod groupkeys;
 mod media;
 mod relations;
 mod restricted;
+mod room_delete;
 
 struct Node {
     gw: Arc<Gateway>,

@@ -83,6 +83,8 @@ pub struct Gateway {
     pub relations: relations::Relations,
     /// Registered application services.
     pub appservices: appservice::AppServices,
+    /// Room deletions running in this process (their statuses are stored).
+    pub deletions: admin::deletions::Running,
     /// Other gateways, reached through peering (or [`rooms::remote::NoRemote`] alone).
     pub remote: Arc<dyn rooms::remote::Remote>,
 }
@@ -178,6 +180,7 @@ impl Gateway {
                 std::time::Duration::from_secs(60),
             ),
             edus: edus::EduQueue::new(db.clone(), stream.clone()),
+            deletions: admin::deletions::Running::default(),
             remote,
             config,
             identity,

@@ -557,6 +557,12 @@ impl UnreadCache {
             .filter(|c| c.read_pos == read_pos && c.upto <= upto)
     }
 
+    /// Drops every cached count of `room` (the room was purged).
+    pub fn forget_room(&self, room: &ruma::RoomId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|(r, _), _| r != room);
+    }
+
     fn put(&self, key: (ruma::OwnedRoomId, OwnedUserId), value: UnreadCount) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() > 100_000 {

@@ -4,6 +4,12 @@
 //! The logic lives in `service::admin`; these handlers parse and shape.
 
 mod media;
+mod room_block;
+#[cfg(test)]
+mod room_block_tests;
+mod room_delete;
+#[cfg(test)]
+mod room_delete_tests;
 mod rooms;
 #[cfg(test)]
 mod tests;
@@ -24,6 +30,8 @@ pub(super) fn routes(r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     let r = r.route("/_synapse/admin/v1/server_version", get(server_version));
     let r = users::routes(r);
     let r = rooms::routes(r);
+    let r = room_delete::routes(r);
+    let r = room_block::routes(r);
     let r = media::routes(r);
     tokens::routes(r)
 }

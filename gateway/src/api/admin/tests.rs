@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// A kit with `@root` (admin) and `@alice` (not); their tokens.
-async fn setup() -> (Kit, String, String) {
+pub(super) async fn setup() -> (Kit, String, String) {
     let k = kit();
     let (root, root_token) = k.user("root").await;
     upsert(
@@ -27,7 +27,7 @@ async fn setup() -> (Kit, String, String) {
     (k, root_token, alice_token)
 }
 
-fn assert_err(got: (StatusCode, Value), status: StatusCode, errcode: &str) {
+pub(super) fn assert_err(got: (StatusCode, Value), status: StatusCode, errcode: &str) {
     assert_eq!(
         (got.0, got.1["errcode"].as_str()),
         (status, Some(errcode)),
@@ -83,6 +83,36 @@ fn every_route() -> Vec<(Method, String, Option<Value>)> {
             None,
         ),
         (
+            Method::DELETE,
+            format!("/_synapse/admin/v1/rooms/{room}"),
+            Some(json!({"block": true})),
+        ),
+        (
+            Method::DELETE,
+            format!("/_synapse/admin/v2/rooms/{room}"),
+            Some(json!({"block": true})),
+        ),
+        (
+            Method::GET,
+            format!("/_synapse/admin/v2/rooms/{room}/delete_status"),
+            None,
+        ),
+        (
+            Method::GET,
+            "/_synapse/admin/v2/rooms/delete_status/abc".into(),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/_synapse/admin/v1/rooms/{room}/block"),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/_synapse/admin/v1/rooms/{room}/block"),
+            Some(json!({"block": true})),
+        ),
+        (
             Method::GET,
             "/_synapse/admin/v1/registration_tokens".into(),
             None,
@@ -132,6 +162,9 @@ async fn admin_paths_refuse_missing_unknown_and_non_admin_tokens() {
             .expect("read")
             .expect("alice");
     assert!(!record.admin && !record.deactivated);
+    // Nor was any room blocked.
+    let nope = ruma::RoomId::parse("!nope:example.org").expect("id");
+    assert!(k.gw.rooms.blocked(&nope).expect("read").is_none());
 }
 
 #[tokio::test]

@@ -1,9 +1,11 @@
 //! Server administration (the logic behind Synapse's admin API in `api/admin/`): accounts,
-//! rooms and registration tokens, as a server admin sees them.
+//! rooms (and their deletion) and registration tokens, as a server admin sees them.
 
 pub mod deactivate;
+pub mod deletions;
 pub mod media;
 pub mod rooms;
+pub mod shutdown;
 pub mod tokens;
 pub mod users;
 

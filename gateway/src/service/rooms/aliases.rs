@@ -67,4 +67,23 @@ impl Rooms {
         self.db.flush().await?;
         Ok(())
     }
+
+    /// An admin moves `alias` to `to` (keeping who created it), or removes it with its
+    /// creator record when `to` is `None`. No permission check: the caller is a server admin.
+    pub async fn move_alias(&self, alias: &RoomAliasId, to: Option<&RoomId>) -> ApiResult<()> {
+        let mut b = Batch::new();
+        match to {
+            Some(room) => self
+                .t
+                .aliases
+                .put(&mut b, alias.as_bytes(), &room.to_owned())?,
+            None => {
+                self.t.aliases.delete(&mut b, alias.as_bytes());
+                creators().delete(&mut b, alias.as_bytes());
+            }
+        }
+        self.db.apply(b)?;
+        self.db.flush().await?;
+        Ok(())
+    }
 }

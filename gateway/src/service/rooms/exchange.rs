@@ -90,6 +90,7 @@ impl Rooms {
         room_id: &RoomId,
         invite: RemoteInvite,
     ) -> ApiResult<()> {
+        self.refuse_blocked(room_id)?;
         self.stream
             .commit(|positions, batch| {
                 let pos = positions.next();

@@ -75,6 +75,8 @@ pub async fn join_via(
     reason: Option<&str>,
     via: &[OwnedServerName],
 ) -> ApiResult<()> {
+    // Whether the room is held here or joined through another gateway.
+    gw.rooms.refuse_blocked(room)?;
     if gw.rooms.meta(room)?.is_none() {
         let servers = remote_candidates(gw, user, room, via)?;
         if servers.is_empty() {
@@ -219,6 +221,9 @@ pub async fn change(
     membership: &str,
     mut content: Map<String, Value>,
 ) -> ApiResult<OwnedEventId> {
+    if matches!(membership, "join" | "invite" | "knock") {
+        gw.rooms.refuse_blocked(room)?;
+    }
     if gw.rooms.meta(room)?.is_none() {
         return Err(ApiError::not_found("Unknown room"));
     }

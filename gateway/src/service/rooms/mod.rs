@@ -18,12 +18,14 @@ mod visibility;
 // Client use cases over the room store (also called by peering).
 mod aliases;
 pub mod backfill;
+pub mod blocked;
 mod directory;
 pub mod limits;
 pub mod markers;
 mod members_at;
 pub mod membership;
 mod power;
+pub mod purge;
 pub mod send;
 
 use std::sync::Arc;

@@ -53,6 +53,10 @@ pub trait Remote: Send + Sync {
     /// A remote user's profile (`displayname`, `avatar_url`).
     fn profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, ApiResult<Value>>;
 
+    /// Whether every event this gateway signed at or before stream position `pos` has gone
+    /// out to the other gateways of its room (peering's outbound cursor passed it).
+    fn sent_past(&self, pos: u64) -> BoxFuture<'_, ApiResult<bool>>;
+
     /// Device and cross-signing keys of users of `server` (`/keys/query` for them):
     /// `{device_keys, master_keys, self_signing_keys}`.
     fn query_keys<'a>(
@@ -122,6 +126,11 @@ impl Remote for NoRemote {
 
     fn profile<'a>(&'a self, _: &'a UserId) -> BoxFuture<'a, ApiResult<Value>> {
         Box::pin(async { alone() })
+    }
+
+    fn sent_past(&self, _: u64) -> BoxFuture<'_, ApiResult<bool>> {
+        // Alone, nothing waits to go out.
+        Box::pin(async { Ok(true) })
     }
 
     fn query_keys<'a>(

@@ -69,6 +69,11 @@ impl StateGroups {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The table of stored groups (for a purge).
+    pub(crate) fn table(&self) -> &Table<StoredGroup> {
+        &self.groups
+    }
+
     /// The last group id handed out.
     pub fn last_id(&self, db: &Db) -> ApiResult<u64> {
         Ok(self.counter.get(db, COUNTER_KEY)?.unwrap_or(0))

@@ -56,7 +56,11 @@ impl<'a> RoomTxn<'a> {
         let meta = rooms.meta(room_id)?;
         let version = match (meta, new_version) {
             (Some(m), None) => m.version,
-            (None, Some(v)) => v,
+            (None, Some(v)) => {
+                // A blocked id cannot be created again here.
+                rooms.refuse_blocked(room_id)?;
+                v
+            }
             (Some(_), Some(_)) => return Err(ApiError::room_in_use("Room already exists")),
             (None, None) => return Err(ApiError::not_found("Unknown room")),
         };
