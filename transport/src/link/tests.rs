@@ -292,22 +292,32 @@ async fn hybrid_links_carry_frames_and_refuse_a_classical_peer() {
     }
 }
 
-#[test]
-fn hybrid_handshake_message_lengths() {
-    // The responder reads fixed-length handshake messages: the constants must match snow.
-    let (a, b) = (LinkKeypair::random(), LinkKeypair::random());
-    let mut i = crate::link::noise_builder(true)
+/// A hybrid initiator from `builder` (keys `a`, talking to `b`) and an ML-KEM responder.
+fn hybrid_pair(
+    builder: snow::Builder<'_>,
+    a: &LinkKeypair,
+    b: &LinkKeypair,
+) -> (snow::HandshakeState, snow::HandshakeState) {
+    let i = builder
         .local_private_key(&a.secret)
         .unwrap()
         .remote_public_key(&b.public)
         .unwrap()
         .build_initiator()
         .unwrap();
-    let mut r = crate::link::noise_builder(true)
+    let r = crate::link::noise_builder(true)
         .local_private_key(&b.secret)
         .unwrap()
         .build_responder()
         .unwrap();
+    (i, r)
+}
+
+#[test]
+fn hybrid_handshake_message_lengths() {
+    // The responder reads fixed-length handshake messages: the constants must match snow.
+    let (a, b) = (LinkKeypair::random(), LinkKeypair::random());
+    let (mut i, mut r) = hybrid_pair(crate::link::noise_builder(true), &a, &b);
     let mut m = vec![0u8; 4096];
     let mut pl = vec![0u8; 4096];
     let n1 = i.write_message(&[], &mut m).unwrap();
@@ -324,24 +334,14 @@ fn an_ml_kem_responder_refuses_a_peer_speaking_the_kyber_pattern() {
     let (a, b) = (LinkKeypair::random(), LinkKeypair::random());
     let kyber: snow::params::NoiseParams =
         "Noise_IKhfs_25519+Kyber1024_AESGCM_SHA256".parse().unwrap();
-    let mut i = snow::Builder::with_resolver(
+    let builder = snow::Builder::with_resolver(
         kyber,
         Box::new(snow::resolvers::FallbackResolver::new(
             Box::new(crate::link::MlKemResolver),
             Box::new(snow::resolvers::DefaultResolver),
         )),
-    )
-    .local_private_key(&a.secret)
-    .unwrap()
-    .remote_public_key(&b.public)
-    .unwrap()
-    .build_initiator()
-    .unwrap();
-    let mut r = crate::link::noise_builder(true)
-        .local_private_key(&b.secret)
-        .unwrap()
-        .build_responder()
-        .unwrap();
+    );
+    let (mut i, mut r) = hybrid_pair(builder, &a, &b);
     let mut m = vec![0u8; 4096];
     let mut pl = vec![0u8; 4096];
     let n1 = i.write_message(&[], &mut m).unwrap();
