@@ -137,7 +137,7 @@ async fn gateway(
             a.drain(..n).collect()
         };
         if tx
-            .send(&Frame::new(FrameKind::Poll, &poll::encode_poll(&ids)))
+            .send(&Frame::new(FrameKind::Poll, &poll::encode_poll(&ids, &[])))
             .await
             .is_err()
         {

@@ -14,7 +14,6 @@ use common::*;
 use tokio::time::timeout;
 use transport::client::{MemoryOutbox, Outcome};
 use transport::link::{FaultSpec, LinkFaults};
-use transport::node::MailboxConfig;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -42,11 +41,8 @@ async fn every_message_arrives_once_over_lossy_links() {
     let mut cfg = net_cfg(fast_params(), 2, 2);
     cfg.seed = seed("loss", 0);
     cfg.link.faults = Some(faults.clone());
-    // A lost poll answer is offered again when its lease ends.
-    cfg.mailbox = MailboxConfig {
-        lease: Duration::from_secs(2),
-        ..MailboxConfig::default()
-    };
+    // The default mailbox: a lost poll answer is offered again when its short lease ends;
+    // fragments the receiver holds are kept by its receipts.
     let net = TestNet::start(cfg).await.unwrap();
     let a = client(&net, 0, 0, Arc::new(MemoryOutbox::default())).await;
     let mut b = client(&net, 1, 1, Arc::new(MemoryOutbox::default())).await;
@@ -102,7 +98,8 @@ async fn every_message_arrives_once_over_lossy_links() {
     let sb = b.stats();
     eprintln!(
         "faults: seen {} dropped {} duplicated {} reordered {} delayed {} resets {}; \
-         replays dropped {}; sender retransmits {} resends {}; receiver duplicates {}",
+         replays dropped {}; mailbox items offered again {}; sender retransmits {} resends {}; \
+         receiver duplicates {}",
         count(&faults.seen),
         count(&faults.dropped),
         count(&faults.duplicated),
@@ -110,6 +107,7 @@ async fn every_message_arrives_once_over_lossy_links() {
         count(&faults.delayed),
         count(&faults.resets),
         net.total("dropped_replay"),
+        net.total("offered_again"),
         sa.get("retransmits"),
         sa.get("resends"),
         sb.get("duplicates"),
@@ -117,5 +115,9 @@ async fn every_message_arrives_once_over_lossy_links() {
     assert!(
         net.total("dropped_replay") > 0,
         "duplicated packets reach the replay filter"
+    );
+    assert!(
+        net.total("offered_again") > 0,
+        "lost poll answers are offered again"
     );
 }

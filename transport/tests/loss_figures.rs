@@ -11,8 +11,10 @@
 //! Set `MIXGATE_LOSS_SCALE` (default 1) to multiply the message counts,
 //! `MIXGATE_LOSS_RATES` (comma-separated fractions) to choose the loss rates,
 //! `MIXGATE_LOSS_COUNTS` (three numbers: messages of each size per pair, default `60,20,10`),
-//! `MIXGATE_LOSS_LAMBDA` (send rate per client, default 50/s) and `MIXGATE_LOSS_PACE`
-//! (messages started per second per sender, default 2) for long runs. Each rate ends with a
+//! `MIXGATE_LOSS_LAMBDA` (send rate per client, default 50/s), `MIXGATE_LOSS_PACE`
+//! (messages started per second per sender, default 2) and `MIXGATE_LOSS_PAIRS` (default 2)
+//! for long runs, and `MIXGATE_LOSS_DUPLEX=1` to have both clients of each pair send to
+//! each other (twice the messages for the same cover traffic); a long run prints its progress to stderr every 30 s. Each rate ends with a
 //! line giving, per size, the 95% upper bound on the loss rate (exact binomial, from the
 //! number of messages that did not arrive).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,15 +26,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::time::timeout;
 use transport::client::{MemoryOutbox, Outcome};
 use transport::directory::TrafficParams;
 use transport::link::{FaultSpec, LinkFaults};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 65_536];
-/// Messages of each size per pair, and pairs.
+/// Messages of each size per pair.
 const COUNTS: [usize; 3] = [60, 20, 10];
+/// Sender→receiver pairs (default; `MIXGATE_LOSS_PAIRS` overrides).
 const PAIRS: usize = 2;
+/// How long the harness waits, after the last message was started, for every outcome.
+const TAIL: Duration = Duration::from_secs(1800);
+/// How often a run prints its progress (to stderr, so the table stays clean).
+const PROGRESS: Duration = Duration::from_secs(30);
 /// Messages per second each sender starts (paced well under its send rate).
 const PACE: f64 = 2.0;
 
@@ -53,6 +59,15 @@ fn counts() -> [usize; 3] {
 
 fn pace() -> f64 {
     env_f64("MIXGATE_LOSS_PACE", PACE)
+}
+
+/// Whether both clients of a pair send (`MIXGATE_LOSS_DUPLEX=1`).
+fn duplex() -> bool {
+    std::env::var("MIXGATE_LOSS_DUPLEX").is_ok_and(|v| v == "1")
+}
+
+fn pairs() -> usize {
+    env_f64("MIXGATE_LOSS_PAIRS", PAIRS as f64).max(1.0) as usize
 }
 
 /// The 95% upper bound on a loss probability after `lost` of `n` (Clopper–Pearson, by
@@ -120,6 +135,8 @@ struct Run {
     data_fragments: u64,
     retransmits: u64,
     resends: u64,
+    /// Mailbox items the providers handed out again (lost poll answers, lost receipts).
+    offered_again: u64,
 }
 
 async fn run(loss: f64, scale: usize) -> Run {
@@ -132,23 +149,32 @@ async fn run(loss: f64, scale: usize) -> Run {
     cfg.seed = seed("loss figures", (loss * 1000.0) as usize);
     cfg.link.faults = Some(faults.clone());
     let net = TestNet::start(cfg).await.unwrap();
-    // The real retry policy: default retries, slack and transmissions.
+    // Every client runs the real retry policy: default retries, slack and transmissions.
+    // Client 2i sends to client 2i + 1 (on the other provider); with `duplex`, 2i + 1 sends
+    // to 2i as well, so the receivers' Poisson slots carry data instead of cover.
     let mut senders = vec![];
     let mut receivers = vec![];
-    for i in 0..PAIRS {
-        let mut c = client_cfg(&net, 2 * i, 0, Arc::new(MemoryOutbox::default()));
+    for i in 0..2 * pairs() {
+        let mut c = client_cfg(&net, i, i % 2, Arc::new(MemoryOutbox::default()));
         let d = transport::client::ClientConfig::new(net.directory, vec![], [0; 32], [0; 32]);
         c.ack_slack = d.ack_slack;
         c.max_retries = d.max_retries;
         c.max_sends = d.max_sends;
-        senders.push(Arc::new(transport::client::Client::start(c).await.unwrap()));
-        receivers.push(client(&net, 2 * i + 1, 1, Arc::new(MemoryOutbox::default())).await);
+        let (tx, rx) = transport::client::Client::start(c).await.unwrap().split();
+        senders.push(Arc::new(tx));
+        receivers.push(rx);
+    }
+    let mut addrs: Vec<_> = senders.iter().map(|s| s.address()).collect();
+    for pair in addrs.chunks_mut(2) {
+        pair.swap(0, 1);
+    }
+    if !duplex() {
+        senders = senders.into_iter().step_by(2).collect();
+        addrs = addrs.into_iter().step_by(2).collect();
     }
     let received: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
-    let mut addrs = vec![];
     let mut rx_tasks = vec![];
     for mut r in receivers {
-        addrs.push(r.address());
         let received = received.clone();
         rx_tasks.push(tokio::spawn(async move {
             while let Some(m) = r.recv().await {
@@ -182,16 +208,44 @@ async fn run(loss: f64, scale: usize) -> Run {
             out
         }));
     }
+    // Progress, every PROGRESS, to stderr: what was started, received and resolved, and what
+    // the senders spent, so a slow tail is visible while the run goes on.
+    let started = Instant::now();
+    let progress = {
+        let received = received.clone();
+        let stats: Vec<_> = senders.iter().map(|s| s.stats()).collect();
+        let total: usize = senders.len() * counts().iter().sum::<usize>() * scale;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let stat = |name| stats.iter().map(|s| s.get(name)).sum::<u64>();
+                eprintln!(
+                    "[{:>5.0} s, loss {:.0}%] {total} to send; received {}; delivered {}, failed {}; real packets {}, retransmits {}, resends {}",
+                    started.elapsed().as_secs_f64(),
+                    loss * 100.0,
+                    received.lock().unwrap().len(),
+                    stat("delivered"),
+                    stat("failed"),
+                    stat("sent_real"),
+                    stat("retransmits"),
+                    stat("resends"),
+                );
+            }
+        })
+    };
     let mut sent = vec![];
     for t in send_tasks {
         sent.extend(t.await.unwrap());
     }
+    // Each outcome resolves within the capped retries; the deadline only guards hangs.
+    let deadline = tokio::time::Instant::now() + TAIL;
     let mut per_size: Vec<(usize, usize, usize, Vec<f64>)> =
         SIZES.iter().map(|_| (0, 0, 0, vec![])).collect();
     let mut data_fragments = 0u64;
     for (tag, k, t0, outcome) in sent {
-        // Each outcome resolves within the capped retries; the bound only guards hangs.
-        let o = timeout(Duration::from_secs(1200), outcome).await;
+        let o = tokio::time::timeout_at(deadline, outcome).await;
         let e = &mut per_size[k];
         e.0 += 1;
         data_fragments += data_frags(SIZES[k]) as u64;
@@ -211,7 +265,9 @@ async fn run(loss: f64, scale: usize) -> Run {
         data_fragments,
         retransmits: stat("retransmits"),
         resends: stat("resends"),
+        offered_again: net.total("offered_again"),
     };
+    progress.abort();
     for t in rx_tasks {
         t.abort();
     }
@@ -228,8 +284,8 @@ async fn delivery_under_loss() {
         .unwrap_or(1);
     let p = params();
     println!(
-        "λ = {}/s, μ = {} ms, polls {}/s × {}; {PAIRS} pairs; pace {} msg/s per sender; {:?} messages of each size per pair, × {scale}",
-        p.lambda_per_s, p.mu_ms, p.poll_per_s, p.poll_batch, pace(), counts()
+        "λ = {}/s, μ = {} ms, polls {}/s × {}; {} pairs{}; pace {} msg/s per sender; {:?} messages of each size per pair, × {scale}",
+        p.lambda_per_s, p.mu_ms, p.poll_per_s, p.poll_batch, pairs(), if duplex() { ", both ways" } else { "" }, pace(), counts()
     );
     println!("| loss | size | sent | received | delivered | p50 / p90 / p99 / max ms | real packets per data fragment | retransmits | resends |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -272,11 +328,12 @@ async fn delivery_under_loss() {
             .iter()
             .fold((0, 0), |(a, b), (s, v, _, _)| (a + s, b + v));
         println!(
-            "95% upper bound on the loss rate at {:.0}%: {}; all sizes: {} of {sent} lost, ≤ {:.3}%",
+            "95% upper bound on the loss rate at {:.0}%: {}; all sizes: {} of {sent} lost, ≤ {:.3}%; mailbox items offered again: {}",
             r.loss * 100.0,
             bounds.join("; "),
             sent - recv,
-            100.0 * upper_bound_95(sent - recv, sent)
+            100.0 * upper_bound_95(sent - recv, sent),
+            r.offered_again
         );
     }
 }

@@ -94,14 +94,21 @@ async fn read_frames(
                     NodeStats::inc(&inner.stats.dropped_malformed);
                     continue;
                 };
-                let batch = inner.document().map_or(1, |d| d.params.poll_batch.max(1)) as usize;
-                boxes.ack(&mb, &poll::decode_poll(&f.body[..]));
-                let (items, expired) = boxes.take(&mb, batch);
-                for _ in 0..expired {
+                let (batch, poll_rate) = inner.document().map_or((1, 1.0), |d| {
+                    (d.params.poll_batch.max(1) as usize, d.params.poll_per_s)
+                });
+                let body = poll::decode_poll(&f.body[..]);
+                boxes.ack(&mb, &body.acks);
+                boxes.hold(&mb, &body.receipts);
+                let taken = boxes.take(&mb, batch, boxes.lease_for(poll_rate));
+                for _ in 0..taken.expired {
                     NodeStats::inc(&inner.stats.expired);
                 }
-                let n = items.len();
-                for (id, item) in items {
+                for _ in 0..taken.offered_again {
+                    NodeStats::inc(&inner.stats.offered_again);
+                }
+                let n = taken.items.len();
+                for (id, item) in taken.items {
                     let body = poll::encode_answer(id, &item);
                     tx.feed(&Frame::new(FrameKind::Mailbox, &body)).await?;
                 }

@@ -3,6 +3,12 @@
 //! Polling hands items out under a lease: they stay "in flight" until the gateway acknowledges
 //! them in a later poll. If the link drops or the lease runs out they go back to the front of
 //! the queue, so a lost poll answer is delivered again (the gateway drops duplicates).
+//!
+//! The lease is short (a few poll intervals), because the gateway sends a *receipt* in its
+//! next poll for every answer it got but holds unacknowledged on purpose (a fragment of a
+//! message not yet complete or not yet confirmed); a receipt moves the item to the long
+//! `held_lease`. So an answer lost on the way comes back after a few seconds, and one the
+//! gateway holds is not sent again every few seconds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,8 +25,12 @@ pub struct MailboxConfig {
     pub quota: usize,
     /// Most packets held in total.
     pub total: usize,
-    /// How long a handed-out packet waits for its acknowledgement before it is offered again.
+    /// How long a handed-out packet waits for its acknowledgement or receipt before it is
+    /// offered again (at least four poll intervals: see [`Mailboxes::lease_for`]).
     pub lease: Duration,
+    /// How long a packet the gateway sent a receipt for waits for its acknowledgement before
+    /// it is offered again (longer than the gateway holds anything: 10 minutes).
+    pub held_lease: Duration,
 }
 
 impl Default for MailboxConfig {
@@ -29,9 +39,21 @@ impl Default for MailboxConfig {
             ttl: Duration::from_secs(24 * 3600),
             quota: 10_000,
             total: 1_000_000,
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(3),
+            held_lease: Duration::from_secs(15 * 60),
         }
     }
+}
+
+/// What one [`Mailboxes::take`] handed out.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The items, as `(id, bytes)`.
+    pub items: Vec<(u64, Vec<u8>)>,
+    /// Expired items dropped on the way.
+    pub expired: usize,
+    /// How many of `items` were handed out before and not acknowledged in time.
+    pub offered_again: usize,
 }
 
 /// Why a packet was not stored.
@@ -52,6 +74,7 @@ struct Item {
 #[derive(Debug, Default)]
 struct Inner {
     boxes: HashMap<MailboxId, VecDeque<Item>>,
+    /// Handed-out items with the end of their lease.
     in_flight: HashMap<MailboxId, Vec<(Instant, Item)>>,
     total: usize,
     next_id: u64,
@@ -117,10 +140,19 @@ impl Mailboxes {
         self.lock().recorded.clone().unwrap_or_default()
     }
 
-    /// Hands out up to `n` unexpired items as `(id, bytes)` under a lease; returns them and how
-    /// many expired ones were dropped. Items whose lease ran out are offered again first.
-    pub fn take(&self, mb: &MailboxId, n: usize) -> (Vec<(u64, Vec<u8>)>, usize) {
-        let (ttl, lease) = (self.cfg.ttl, self.cfg.lease);
+    /// The lease for a network whose gateways poll `poll_per_s` times a second: the
+    /// configured one, but at least four poll intervals, so a receipt has time to come.
+    pub fn lease_for(&self, poll_per_s: f64) -> Duration {
+        let four_polls = Duration::from_secs_f64((4.0 / poll_per_s.max(0.001)).min(3600.0));
+        self.cfg.lease.max(four_polls)
+    }
+
+    /// Hands out up to `n` unexpired items as `(id, bytes)` under `lease`. Items whose lease
+    /// ran out are offered again first. Returns the items, how many expired ones were dropped
+    /// and how many of the items are offered again.
+    pub fn take(&self, mb: &MailboxId, n: usize, lease: Duration) -> Taken {
+        let ttl = self.cfg.ttl;
+        let now = Instant::now();
         let mut g = self.lock();
         let Inner {
             boxes,
@@ -128,34 +160,54 @@ impl Mailboxes {
             total,
             ..
         } = &mut *g;
+        let mut again = 0;
         if let Some(f) = in_flight.get_mut(mb) {
-            let (late, keep): (Vec<_>, Vec<_>) =
-                f.drain(..).partition(|(t, _)| t.elapsed() > lease);
+            let (late, keep): (Vec<_>, Vec<_>) = f.drain(..).partition(|(end, _)| *end <= now);
             *f = keep;
+            again = late.len();
             let q = boxes.entry(*mb).or_default();
             for (_, item) in late.into_iter().rev() {
                 q.push_front(item);
             }
         }
-        let mut out = vec![];
-        let mut expired = 0;
+        let mut taken = Taken::default();
         if let Some(q) = boxes.get_mut(mb) {
             let f = in_flight.entry(*mb).or_default();
-            while out.len() < n {
+            while taken.items.len() < n {
                 let Some(item) = q.pop_front() else { break };
                 if item.stored.elapsed() > ttl {
-                    expired += 1;
+                    taken.expired += 1;
                 } else {
-                    out.push((item.id, item.bytes.clone()));
-                    f.push((Instant::now(), item));
+                    if again > 0 {
+                        again -= 1;
+                        taken.offered_again += 1;
+                    }
+                    taken.items.push((item.id, item.bytes.clone()));
+                    f.push((now + lease, item));
                 }
             }
             if q.is_empty() {
                 boxes.remove(mb);
             }
         }
-        *total -= expired;
-        (out, expired)
+        *total -= taken.expired;
+        taken
+    }
+
+    /// The gateway got these items and holds them: keep them under the long lease.
+    pub fn hold(&self, mb: &MailboxId, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let end = Instant::now() + self.cfg.held_lease;
+        let mut g = self.lock();
+        if let Some(f) = g.in_flight.get_mut(mb) {
+            for (e, it) in f.iter_mut() {
+                if ids.contains(&it.id) {
+                    *e = end;
+                }
+            }
+        }
     }
 
     /// The gateway confirmed these items: forget them.
@@ -220,12 +272,15 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    const LONG: Duration = Duration::from_secs(60);
+
     fn cfg() -> MailboxConfig {
         MailboxConfig {
             ttl: Duration::from_millis(50),
             quota: 3,
             total: 4,
             lease: Duration::from_secs(60),
+            held_lease: Duration::from_secs(600),
         }
     }
 
@@ -238,7 +293,7 @@ mod tests {
         assert_eq!(m.store([1; 16], vec![9]), Err(StoreError::Quota));
         m.store([2; 16], vec![7]).unwrap();
         assert_eq!(m.store([3; 16], vec![7]), Err(StoreError::Quota));
-        let (got, _) = m.take(&[1; 16], 2);
+        let got = m.take(&[1; 16], 2, LONG).items;
         assert_eq!(
             got.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
             vec![vec![0], vec![1]]
@@ -249,7 +304,7 @@ mod tests {
         assert_eq!(m.len(&[1; 16]), 1);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(m.purge(), 2);
-        assert_eq!(m.take(&[1; 16], 5).0.len(), 0);
+        assert_eq!(m.take(&[1; 16], 5, LONG).items.len(), 0);
         assert_eq!(m.len(&[2; 16]), 0);
     }
 
@@ -262,9 +317,9 @@ mod tests {
         for i in 0..3 {
             m.store([1; 16], vec![i]).unwrap();
         }
-        let (a, _) = m.take(&[1; 16], 2);
+        let a = m.take(&[1; 16], 2, LONG).items;
         m.requeue(&[1; 16]);
-        let (b, _) = m.take(&[1; 16], 3);
+        let b = m.take(&[1; 16], 3, LONG).items;
         assert_eq!(
             b.iter().map(|(_, x)| x[0]).collect::<Vec<_>>(),
             vec![0, 1, 2]
@@ -272,5 +327,50 @@ mod tests {
         assert_eq!(a[0].0, b[0].0);
         m.requeue_all();
         assert_eq!(m.len(&[1; 16]), 3);
+    }
+
+    #[test]
+    fn a_lost_answer_comes_back_after_the_short_lease_and_a_held_one_does_not() {
+        let m = Mailboxes::new(MailboxConfig {
+            ttl: Duration::from_secs(60),
+            held_lease: Duration::from_millis(400),
+            ..cfg()
+        });
+        for i in 0..3 {
+            m.store([1; 16], vec![i]).unwrap();
+        }
+        let short = Duration::from_millis(100);
+        let first = m.take(&[1; 16], 3, short);
+        assert_eq!(first.offered_again, 0);
+        // The gateway got items 0 and 1 and holds them; the answer with item 2 was lost.
+        m.hold(&[1; 16], &[first.items[0].0, first.items[1].0]);
+        std::thread::sleep(Duration::from_millis(150));
+        let again = m.take(&[1; 16], 3, short);
+        assert_eq!(
+            again.items.iter().map(|(_, b)| b[0]).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert_eq!(again.offered_again, 1);
+        // Held items stay in flight (counted) until acknowledged, or until the long lease
+        // ends (a gateway that went away without acknowledging).
+        assert_eq!(m.len(&[1; 16]), 3);
+        m.ack(&[1; 16], &[first.items[0].0, again.items[0].0]);
+        assert_eq!(m.len(&[1; 16]), 1);
+        std::thread::sleep(Duration::from_millis(300));
+        let late = m.take(&[1; 16], 3, short);
+        assert_eq!(late.items, vec![first.items[1].clone()]);
+        assert_eq!(late.offered_again, 1);
+        // A receipt for an item that is not in flight changes nothing.
+        m.hold(&[1; 16], &[12345]);
+        m.hold(&[9; 16], &[first.items[1].0]);
+        assert_eq!(m.len(&[1; 16]), 1);
+    }
+
+    #[test]
+    fn the_lease_is_at_least_four_poll_intervals() {
+        let m = Mailboxes::new(MailboxConfig::default());
+        assert_eq!(m.lease_for(2.0), Duration::from_secs(3));
+        assert_eq!(m.lease_for(0.5), Duration::from_secs(8));
+        assert_eq!(m.lease_for(0.0), Duration::from_secs(3600));
     }
 }

@@ -36,6 +36,9 @@ crate::counters!(
         dropped_quota,
         /// Stored packets that expired before being polled.
         expired,
+        /// Mailbox packets handed out again because neither an acknowledgement nor a receipt
+        /// came within their lease (a lost poll answer, a lost poll, a slow gateway).
+        offered_again,
         /// Poll requests answered.
         polls_answered,
         /// Incoming links refused (handshake failure, unknown key, timeout).

@@ -178,6 +178,9 @@ pub(crate) struct Engine {
     to_ack: Mutex<Vec<u64>>,
     /// Mailbox items of messages not yet complete, acknowledged when they complete.
     held: Mutex<HeldAcks>,
+    /// Held mailbox items not yet reported to the provider: the next poll carries a receipt
+    /// for each, so the provider stops offering them again on its short lease.
+    to_receipt: Mutex<Vec<u64>>,
     /// Messages handed to the application and not yet confirmed (`auto_confirm = false`).
     awaiting: Mutex<HashMap<MsgId, Awaiting>>,
     /// The runtime the client was started on (confirmations run their durable write there).
@@ -271,6 +274,7 @@ impl Engine {
             out,
             to_ack: Mutex::new(Vec::new()),
             held: Mutex::new(HashMap::new()),
+            to_receipt: Mutex::new(Vec::new()),
             awaiting: Mutex::new(HashMap::new()),
             rt: tokio::runtime::Handle::current(),
             cfg,

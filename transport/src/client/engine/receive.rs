@@ -63,11 +63,16 @@ impl Engine {
         let mut acks = self.to_ack.lock().unwrap_or_else(|p| p.into_inner());
         match disp {
             Disposition::Ack => acks.push(item),
-            Disposition::Hold(k) => held
-                .entry(k)
-                .or_insert_with(|| (Instant::now(), vec![]))
-                .1
-                .push(item),
+            Disposition::Hold(k) => {
+                let ids = &mut held.entry(k).or_insert_with(|| (Instant::now(), vec![])).1;
+                if !ids.contains(&item) {
+                    ids.push(item);
+                }
+                self.to_receipt
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(item);
+            }
             Disposition::Release(k) => {
                 acks.extend(held.remove(&k).map(|h| h.1).unwrap_or_default());
                 acks.push(item);

@@ -68,7 +68,17 @@ pub(super) async fn poll_stream(e: Arc<Engine>) {
             let n = a.len().min(poll::MAX_POLL_ACKS);
             a.drain(..n).collect()
         };
-        e.emit(Frame::new(FrameKind::Poll, &poll::encode_poll(&acks)));
+        let receipts: Vec<u64> = {
+            let mut r = e.to_receipt.lock().unwrap_or_else(|p| p.into_inner());
+            // An item acknowledged in this poll needs no receipt.
+            r.retain(|id| !acks.contains(id));
+            let n = r.len().min(poll::MAX_POLL_RECEIPTS);
+            r.drain(..n).collect()
+        };
+        e.emit(Frame::new(
+            FrameKind::Poll,
+            &poll::encode_poll(&acks, &receipts),
+        ));
     }
 }
 
