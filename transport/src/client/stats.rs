@@ -23,6 +23,9 @@ crate::counters!(
         retransmits,
         /// Whole-message retransmissions (the end-to-end confirmation did not come in time).
         resends,
+        /// Fragments whose packet could not be built (no route to the recipient's provider
+        /// in the current document); each counts as an attempt and waits like a lost one.
+        build_failures,
         /// End-to-end confirmations received (sender side).
         confirmations,
         /// End-to-end confirmations queued (receiver side, including repeats for duplicates).

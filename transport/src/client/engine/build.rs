@@ -91,9 +91,11 @@ impl Engine {
                         Some((fwd, back, secret, p))
                     })();
                     let Some((fwd, back, secret, p)) = built else {
-                        // No route now (e.g. the recipient's provider left the directory):
-                        // count it as a failed attempt and try again later.
-                        self.build_failed(&mut st, msg, idx);
+                        // No route now (e.g. the recipient's provider is not, or no longer,
+                        // in our document): count it as a failed attempt and try again after
+                        // the time a lost packet would wait.
+                        ClientStats::inc(&self.stats.build_failures);
+                        self.build_failed(&mut st, &doc, msg, idx);
                         continue;
                     };
                     let nodes = fwd[..3].iter().chain(&back[..3]).map(|h| h.id).collect();
@@ -118,17 +120,34 @@ impl Engine {
         self.loop_packet().map(|(n, p)| (n, p, false))
     }
 
-    fn build_failed(&self, st: &mut State, msg: MsgId, idx: usize) {
+    fn build_failed(&self, st: &mut State, doc: &Document, msg: MsgId, idx: usize) {
         let Some(m) = st.messages.get_mut(&msg) else {
             return;
         };
+        let attempt = m.attempts[idx];
         m.attempts[idx] += 1;
         if m.attempts[idx] > self.cfg.max_retries {
             m.status[idx] = Status::Failed;
             self.evaluate(st, &msg);
         } else {
-            st.queue.push_back(Job::Fragment { msg, idx });
+            let at = Instant::now() + self.ack_timeout(doc, attempt);
+            st.deferred.push((at, msg, idx));
         }
+    }
+
+    /// Puts the deferred fragments that are due back in the send queue.
+    pub(super) fn requeue_deferred(&self, st: &mut State, now: Instant) {
+        let State {
+            deferred, queue, ..
+        } = st;
+        deferred.retain(|&(at, msg, idx)| {
+            if at <= now {
+                queue.push_back(Job::Fragment { msg, idx });
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Loop cover: a packet to our own mailbox, with its own acknowledgement, built exactly

@@ -100,6 +100,10 @@ struct AckWait {
 
 struct State {
     queue: VecDeque<Job>,
+    /// Fragments whose packet could not be built (no route: e.g. the recipient's provider is
+    /// not in our document yet), with when to try again: a build failure waits like a lost
+    /// packet, so a gap in the document does not burn every retry in a few send slots.
+    deferred: Vec<(Instant, MsgId, usize)>,
     pending: HashMap<[u8; 16], AckWait>,
     cover: HashMap<[u8; 16], Instant>,
     messages: HashMap<MsgId, OutMsg>,
@@ -258,6 +262,7 @@ impl Engine {
             packets: PacketBuilder::default(),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                deferred: Vec::new(),
                 pending: HashMap::new(),
                 cover: HashMap::new(),
                 messages: HashMap::new(),

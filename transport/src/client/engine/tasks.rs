@@ -119,6 +119,7 @@ pub(super) async fn timer(e: Arc<Engine>) {
                 });
             }
         }
+        e.requeue_deferred(&mut st, now);
         e.check_confirmations(&mut st, now);
         st.cover
             .retain(|_, t| t.elapsed() < Duration::from_secs(600));
