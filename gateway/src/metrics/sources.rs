@@ -206,6 +206,13 @@ fn encode_clients(enc: &mut DescriptorEncoder, gws: &[GatewaySource]) -> fmt::Re
     )?;
     counters(
         enc,
+        "mixgate_transport_unroutable_fragments",
+        "Fragments whose packet could not be built (the recipient's provider is not in the \
+         current directory document); each waits like a lost packet before its next attempt",
+        &one(&|s| s.build_failures.load(Relaxed)),
+    )?;
+    counters(
+        enc,
         "mixgate_transport_deliveries",
         "Messages sent by this gateway, by outcome (confirmed end to end, or given up)",
         &per(
@@ -402,6 +409,13 @@ fn encode_nodes(enc: &mut DescriptorEncoder, nodes: &[NodeSource]) -> fmt::Resul
         "mixgate_node_packets_dropped",
         "Packets dropped, by reason",
         &dropped,
+    )?;
+    counters(
+        enc,
+        "mixgate_node_mailbox_offered_again",
+        "Mailbox packets a provider handed out again: neither an acknowledgement nor a receipt \
+         came within their lease (a lost poll answer or poll)",
+        &one(&|s| s.offered_again.load(Relaxed)),
     )?;
     counters(
         enc,
