@@ -296,6 +296,31 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// Syncs gateway `i` as `token` until a to-device event matching `pred` is there.
+async fn until_to_device(
+    net: &Net,
+    i: usize,
+    token: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) {
+    until_async(what, || async {
+        let sync = net
+            .ok(
+                i,
+                Method::GET,
+                "/_matrix/client/v3/sync?timeout=0",
+                token,
+                None,
+            )
+            .await;
+        sync["to_device"]["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(&pred))
+    })
+    .await;
+}
+
 async fn create_room(net: &Net, i: usize, token: &str, body: Value) -> OwnedRoomId {
     let created = net
         .ok(
@@ -869,20 +894,8 @@ async fn keys_to_device_typing_and_receipts_cross_gateways() {
         })),
     )
     .await;
-    until_async("to-device on B", || async {
-        let sync = net
-            .ok(
-                1,
-                Method::GET,
-                "/_matrix/client/v3/sync?timeout=0",
-                &bt,
-                None,
-            )
-            .await;
-        sync["to_device"]["events"].as_array().is_some_and(|e| {
-            e.iter()
-                .any(|m| m["content"]["secret"] == "for bob" && m["sender"] == json!(alice))
-        })
+    until_to_device(&net, 1, &bt, "to-device on B", |m| {
+        m["content"]["secret"] == "for bob" && m["sender"] == json!(alice)
     })
     .await;
 

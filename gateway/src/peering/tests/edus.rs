@@ -29,19 +29,8 @@ async fn a_silent_gateway_does_not_hold_up_to_device_messages_for_others() {
         })),
     )
     .await;
-    until_async("to-device on the online gateway", || async {
-        let sync = net
-            .ok(
-                1,
-                Method::GET,
-                "/_matrix/client/v3/sync?timeout=0",
-                &bt,
-                None,
-            )
-            .await;
-        sync["to_device"]["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|m| m["content"]["secret"] == "for bob"))
+    until_to_device(&net, 1, &bt, "to-device on the online gateway", |m| {
+        m["content"]["secret"] == "for bob"
     })
     .await;
     assert_eq!(
