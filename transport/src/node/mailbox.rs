@@ -29,7 +29,8 @@ pub struct MailboxConfig {
     /// offered again (at least four poll intervals: see [`Mailboxes::lease_for`]).
     pub lease: Duration,
     /// How long a packet the gateway sent a receipt for waits for its acknowledgement before
-    /// it is offered again (longer than the gateway holds anything: 10 minutes).
+    /// it is offered again: longer than a gateway holds anything (it acknowledges held items
+    /// after 10 minutes at most).
     pub held_lease: Duration,
 }
 
@@ -175,13 +176,13 @@ impl Mailboxes {
             let f = in_flight.entry(*mb).or_default();
             while taken.items.len() < n {
                 let Some(item) = q.pop_front() else { break };
+                // The late items were put first: the first `again` popped are theirs.
+                let handed_out_before = again > 0;
+                again = again.saturating_sub(1);
                 if item.stored.elapsed() > ttl {
                     taken.expired += 1;
                 } else {
-                    if again > 0 {
-                        again -= 1;
-                        taken.offered_again += 1;
-                    }
+                    taken.offered_again += usize::from(handed_out_before);
                     taken.items.push((item.id, item.bytes.clone()));
                     f.push((now + lease, item));
                 }
